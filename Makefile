@@ -26,9 +26,9 @@ ifeq ($(HAVE_OMP),1)
 endif
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS)
 
-HEADERS := onebit.h
-TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_tokenizer $(BUILD)/test_data
-TEST_DEPS := $(HEADERS) tests/test_util.h
+HEADERS := onebit.h onebit_muon.h
+TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_tokenizer $(BUILD)/test_data
+TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools
 

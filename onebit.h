@@ -358,6 +358,8 @@ OB_DEF void ob_model_zero_grad(ob_model *m);
  * Layer kinds (CPU reference). Each forward is followed by its backward; backward functions
  * accumulate (+=) into the gradients they are given. Shapes in the comments.
  * ---------------------------------------------------------------------------------------------- */
+/* C (M, N) = [C +] A (M, K) B (K, N), row-major and contiguous: the CPU path's one GEMM. */
+OB_DEF void ob_gemm(float *C, const float *A, const float *B, int M, int N, int K, int accumulate);
 /* out (M, N) = inp (M, K) w (N, K)^T  (accumulate: out +=) */
 OB_DEF void ob_matmul_forward(float *out, const float *inp, const float *w, int M, int K, int N, int accumulate);
 /* dinp (M, K) += dout w; dw (N, K) += dout^T inp; either may be NULL */
@@ -1788,6 +1790,10 @@ static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B,
             else for (int j = 0; j < nr; j++) c[j] = acc[i][j];
         }
     }
+}
+
+OB_DEF void ob_gemm(float *C, const float *A, const float *B, int M, int N, int K, int accumulate) {
+    ob__gemm(C, N, A, K, B, N, M, N, K, accumulate);
 }
 
 static void ob__transpose(float *dst, const float *src, int rows, int cols) {
