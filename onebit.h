@@ -575,6 +575,21 @@ OB_DEF int ob_eval_sliding(ob_score_fn score, void *ctx, const ob_val_set *v, co
 OB_DEF int ob_find_temperature(ob_score_fn score, void *ctx, const int32_t *calib, size_t n, const ob_bpb_tables *t, int seq_len,
                                int batch_seqs, float z_loss, float *best_t);
 
+/* ------------------------------------------------------------------------------------------------
+ * Data preparation: UTF-8 text files -> shards in the parameter-golf format, so users can train on
+ * their own text. Each document is BOS (when the tokenizer has one) followed by its ids, no EOS, as
+ * the challenge's exporter writes FineWeb. The first val_fraction of the documents (at least one)
+ * go to fineweb_val_000000.bin, the rest to fineweb_train_NNNNNN.bin shards of at most shard_tokens.
+ * ---------------------------------------------------------------------------------------------- */
+typedef enum ob_doc_split {
+    OB_DOC_FILE = 0,           /* each file is one document */
+    OB_DOC_BLANK_LINE = 1,     /* documents are separated by blank lines */
+    OB_DOC_LINE = 2            /* each non-empty line is a document */
+} ob_doc_split;
+typedef struct ob_prepare_stats { size_t docs, val_docs, val_tokens, train_tokens, bytes; int train_shards; } ob_prepare_stats;
+OB_DEF int ob_prepare_shards(const char *const *files, int n_files, const ob_tokenizer *tok, int doc_split, double val_fraction,
+                             size_t shard_tokens, const char *out_dir, ob_prepare_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif
@@ -4493,6 +4508,125 @@ OB_DEF int ob_find_temperature(ob_score_fn score, void *ctx, const int32_t *cali
         if (res.val_loss < best) { best = res.val_loss; *best_t = grid[i]; }
     }
     return OB_OK;
+}
+
+/* ================================================================================================
+ * Data preparation
+ * ============================================================================================== */
+typedef struct { uint16_t *t; size_t n, cap; } ob__tokbuf;
+static int ob__tokbuf_push(ob__tokbuf *b, const int32_t *ids, size_t n) {
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1 << 16;
+        while (cap < b->n + n) cap *= 2;
+        uint16_t *t = (uint16_t *)realloc(b->t, cap * sizeof *t);
+        if (!t) return ob_set_error(OB_ERR_NOMEM, "prepare: out of memory for %zu tokens", cap);
+        b->t = t;
+        b->cap = cap;
+    }
+    for (size_t i = 0; i < n; i++) b->t[b->n + i] = (uint16_t)ids[i];
+    b->n += n;
+    return OB_OK;
+}
+
+/* Calls fn(doc, len) for each document of a file's text under the split rule. */
+static int ob__each_doc(const char *text, size_t n, int split, int (*fn)(void *, const char *, size_t), void *ctx) {
+    if (split == OB_DOC_FILE) return n ? fn(ctx, text, n) : OB_OK;
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i, end;
+        if (split == OB_DOC_LINE) {
+            while (i < n && text[i] != '\n') i++;
+            end = i;
+            if (i < n) i++;
+        } else { /* a blank line (only spaces / tabs / CR) ends a document */
+            end = n;
+            while (i < n) {
+                size_t ls = i;
+                while (i < n && text[i] != '\n') i++;
+                int blank = 1;
+                for (size_t k = ls; k < i; k++) if (text[k] != ' ' && text[k] != '\t' && text[k] != '\r') blank = 0;
+                if (blank && ls > start) { end = ls; if (i < n) i++; break; }
+                if (i < n) i++;
+                if (blank) start = i; /* leading blank lines */
+            }
+        }
+        int empty = 1;
+        for (size_t k = start; k < end; k++) if (!isspace((unsigned char)text[k])) { empty = 0; break; }
+        if (!empty) { int r = fn(ctx, text + start, end - start); if (r) return r; }
+    }
+    return OB_OK;
+}
+
+typedef struct { const ob_tokenizer *tok; char **docs; size_t *lens; size_t n, cap; } ob__doclist;
+static int ob__collect_doc(void *ctx, const char *d, size_t n) {
+    ob__doclist *l = (ob__doclist *)ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 256;
+        char **nd = (char **)realloc(l->docs, l->cap * sizeof *nd);
+        size_t *nl = (size_t *)realloc(l->lens, l->cap * sizeof *nl);
+        if (nd) l->docs = nd;
+        if (nl) l->lens = nl;
+        if (!nd || !nl) return ob_set_error(OB_ERR_NOMEM, "prepare: out of memory");
+    }
+    l->docs[l->n] = (char *)d;
+    l->lens[l->n++] = n;
+    return OB_OK;
+}
+
+OB_DEF int ob_prepare_shards(const char *const *files, int n_files, const ob_tokenizer *tok, int doc_split, double val_fraction,
+                             size_t shard_tokens, const char *out_dir, ob_prepare_stats *stats) {
+    memset(stats, 0, sizeof *stats);
+    if (tok->vocab_size > 65536) return ob_set_error(OB_ERR_ARG, "prepare: vocabulary %d does not fit uint16 shards", tok->vocab_size);
+    if (!(val_fraction >= 0.0 && val_fraction < 1.0)) return ob_set_error(OB_ERR_ARG, "prepare: val fraction %g must be in [0, 1)", val_fraction);
+    if (shard_tokens < 1) shard_tokens = 100000000;
+    uint8_t **texts = (uint8_t **)ob__calloc((size_t)n_files, sizeof *texts);
+    ob__doclist docs;
+    ob__tokbuf val, train;
+    memset(&docs, 0, sizeof docs);
+    memset(&val, 0, sizeof val);
+    memset(&train, 0, sizeof train);
+    int r = texts ? OB_OK : ob_set_error(OB_ERR_NOMEM, "prepare: out of memory");
+    for (int f = 0; f < n_files && !r; f++) {
+        size_t n;
+        texts[f] = ob__read_file(files[f], &n);
+        if (!texts[f]) { r = OB_ERR_IO; break; }
+        stats->bytes += n;
+        r = ob__each_doc((const char *)texts[f], n, doc_split, ob__collect_doc, &docs);
+    }
+    if (!r && docs.n == 0) r = ob_set_error(OB_ERR_ARG, "prepare: the input files hold no documents");
+    size_t n_val = 0;
+    if (!r) {
+        n_val = (size_t)ceil(val_fraction * (double)docs.n);
+        if (n_val < 1 && val_fraction > 0.0) n_val = 1;
+        if (n_val >= docs.n) n_val = docs.n - 1;
+    }
+    int32_t bos = tok->bos_id;
+    for (size_t d = 0; d < docs.n && !r; d++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        ob__tokbuf *dst = d < n_val ? &val : &train;
+        r = ob_tokenizer_encode(tok, docs.docs[d], docs.lens[d], &ids, &n);
+        if (!r && bos >= 0) r = ob__tokbuf_push(dst, &bos, 1);
+        if (!r) r = ob__tokbuf_push(dst, ids, n);
+        free(ids);
+    }
+    char path[1024];
+    if (!r && val.n) {
+        snprintf(path, sizeof path, "%s/fineweb_val_000000.bin", out_dir);
+        r = ob_shard_write(path, val.t, val.n);
+    }
+    for (size_t off = 0; !r && off < train.n; off += shard_tokens) {
+        snprintf(path, sizeof path, "%s/fineweb_train_%06d.bin", out_dir, stats->train_shards);
+        r = ob_shard_write(path, train.t + off, train.n - off < shard_tokens ? train.n - off : shard_tokens);
+        stats->train_shards++;
+    }
+    stats->docs = docs.n;
+    stats->val_docs = n_val;
+    stats->val_tokens = val.n;
+    stats->train_tokens = train.n;
+    for (int f = 0; texts && f < n_files; f++) free(texts[f]);
+    free(texts); free(docs.docs); free(docs.lens); free(val.t); free(train.t);
+    return r;
 }
 
 #endif /* ONEBIT_IMPLEMENTATION */

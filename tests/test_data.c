@@ -255,6 +255,60 @@ static void test_streaming_memory(void) {
              r.targets, after - before, e ? ": " : "", e ? ob_last_error() : "");
 }
 
+static void test_prepare(const char *dir) {
+    /* 20 paragraphs separated by blank lines, in two files */
+    char d[256], f1[300], f2[300];
+    snprintf(d, sizeof d, "%s/prep", TMP);
+    mkdir(d, 0755);
+    snprintf(f1, sizeof f1, "%s/a.txt", TMP);
+    snprintf(f2, sizeof f2, "%s/b.txt", TMP);
+    FILE *a = fopen(f1, "w"), *b = fopen(f2, "w");
+    for (int i = 0; i < 20; i++) fprintf(i < 12 ? a : b, "\n\nParagraph %d says hello,\nover two lines.\n", i);
+    fclose(a); fclose(b);
+    const char *files[2] = {f1, f2};
+    ob_tokenizer bt;
+    ob_tokenizer_init_bytes(&bt);
+    ob_prepare_stats st;
+    int r = ob_prepare_shards(files, 2, &bt, OB_DOC_BLANK_LINE, 0.1, 0, d, &st);
+    ob_val_set v;
+    int ok = !r && st.docs == 20 && st.val_docs == 2;
+    if (ok && !ob_val_open(&v, d, "fineweb_val_", 1, 0, 256)) {
+        int32_t buf[128];
+        ob_val_read(&v, 0, v.n_tokens < 128 ? v.n_tokens : 128, buf);
+        const char *want = "Paragraph 0 says hello,\nover two lines.\nParagraph 1";
+        for (size_t i = 0; i < strlen(want) && ok; i++) ok = buf[i] == (unsigned char)want[i];
+        ob_val_close(&v);
+    } else ok = 0;
+    TU_CHECK(ok, "prepare_bytes", "20 blank-line documents in 2 files -> %zu documents, 2 in val, bytes as tokens in order%s%s",
+             st.docs, r ? ": " : "", r ? ob_last_error() : "");
+    if (!dir) { tu_report("SKIP", "prepare_sentencepiece", "../shared is absent: no tokenizer"); return; }
+    char mp[512];
+    snprintf(mp, sizeof mp, "%s/data/fineweb_1024_bpe.model", dir);
+    ob_tokenizer sp;
+    if (ob_tokenizer_load(&sp, mp)) { tu_report("FAIL", "prepare_sentencepiece", "%s", ob_last_error()); return; }
+    r = ob_prepare_shards(files, 2, &sp, OB_DOC_BLANK_LINE, 0.1, 0, d, &st);
+    ob_token_stream ts;
+    int n_bos = 0, match = 0;
+    if (!r && !(r = ob_token_stream_open(&ts, d, "fineweb_train_", 1024))) {
+        int32_t *t = (int32_t *)malloc(st.train_tokens * sizeof(int32_t));
+        r = ob_token_stream_take(&ts, t, st.train_tokens);
+        for (size_t i = 0; i < st.train_tokens; i++) n_bos += t[i] == sp.bos_id;
+        /* the third train document decodes to its text with the newline normalised to a space */
+        size_t k = 0;
+        for (int seen = 0; k < st.train_tokens; k++) if (t[k] == sp.bos_id && ++seen == 2) break;
+        char *text = NULL;
+        size_t e = k + 1;
+        while (e < st.train_tokens && t[e] != sp.bos_id) e++;
+        if (!r && !ob_tokenizer_decode(&sp, t + k + 1, e - k - 1, &text, NULL)) match = !strcmp(text, "Paragraph 3 says hello, over two lines.");
+        free(text);
+        free(t);
+        ob_token_stream_close(&ts);
+    }
+    TU_CHECK(!r && n_bos == 18 && match, "prepare_sentencepiece", "sp1024: %d BOS in the train shard for 18 documents, a document decodes back to its (normalised) text%s%s",
+             n_bos, r ? ": " : "", r ? ob_last_error() : "");
+    ob_tokenizer_free(&sp);
+}
+
 int main(void) {
     const char *dir = tu_shared_dir();
     mkdir(TMP, 0755);
@@ -264,5 +318,6 @@ int main(void) {
     test_bpb_bytes(dir);
     test_sliding_coverage();
     test_streaming_memory();
+    test_prepare(dir);
     return tu_exit();
 }
