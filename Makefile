@@ -15,7 +15,7 @@ FUZZ_RUNS ?= 1000000
 # C99 plus POSIX (mmap, fsync, readdir); warnings are errors in every build of the project.
 CFLAGS_BASE := -std=c99 -D_DEFAULT_SOURCE -Wall -Wextra -Werror
 OPT ?= -O2 -march=native
-LDLIBS := -lm
+LDLIBS := -lm -lbrotlienc -lbrotlidec -llzma
 
 # OpenMP when the compiler has it (a test compile of an empty program decides), unless NO_OMP=1.
 ifeq ($(NO_OMP),)
@@ -26,8 +26,8 @@ ifeq ($(HAVE_OMP),1)
 endif
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS)
 
-HEADERS := onebit.h onebit_muon.h
-TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_tokenizer $(BUILD)/test_data
+HEADERS := onebit.h onebit_muon.h onebit_pack.h
+TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data
 TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools
@@ -55,13 +55,25 @@ $(BUILD)/asan/test_%: tests/test_%.c $(TEST_DEPS)
 test-asan: $(ASAN_TESTS)
 	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh $(ASAN_TESTS)
 
-FUZZERS := $(BUILD)/fuzz/fuzz_tokenizer
+FUZZERS := $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_artifact $(BUILD)/fuzz/fuzz_shard $(BUILD)/fuzz/fuzz_safetensors
+FUZZ_SHARED ?= $(or $(ONEBIT_SHARED),../shared)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(HEADERS)
 	@mkdir -p $(BUILD)/fuzz
 	$(CLANG) -D_DEFAULT_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $< -o $@ $(LDLIBS)
-fuzz: $(FUZZERS)
-	@for f in $(FUZZERS); do echo "== $$f ($(FUZZ_RUNS) inputs)"; mkdir -p $(BUILD)/fuzz/corpus_$$(basename $$f); \
-	  $$f -runs=$(FUZZ_RUNS) -max_len=8192 $(BUILD)/fuzz/corpus_$$(basename $$f) 2>&1 | tail -3 || exit 1; done
+$(BUILD)/fuzz/seeds_%: tests/fuzz/fuzz_%.c $(HEADERS)
+	@mkdir -p $(BUILD)/fuzz
+	$(CC) -std=c99 -D_DEFAULT_SOURCE -O1 -DOB_FUZZ_SEED_MAIN $< -o $@ $(LDLIBS)
+# seeds (real models, small artifacts, shards, safetensors), then each target runs FUZZ_RUNS inputs
+# under ASan + UBSan; a crash, a leak or a sanitizer report stops make with the fuzzer's log
+FUZZ_SEEDS := $(BUILD)/fuzz/seeds_tokenizer $(BUILD)/fuzz/seeds_artifact $(BUILD)/fuzz/seeds_shard $(BUILD)/fuzz/seeds_safetensors
+fuzz: $(FUZZERS) $(FUZZ_SEEDS)
+	@for t in tokenizer artifact shard safetensors; do mkdir -p $(BUILD)/fuzz/corpus_$$t; done
+	@if [ -d $(FUZZ_SHARED)/data ]; then $(BUILD)/fuzz/seeds_tokenizer $(FUZZ_SHARED)/data $(BUILD)/fuzz/corpus_tokenizer; fi
+	@for t in artifact shard safetensors; do $(BUILD)/fuzz/seeds_$$t $(BUILD)/fuzz/corpus_$$t; done
+	@for t in tokenizer artifact shard safetensors; do echo "== fuzz_$$t: $(FUZZ_RUNS) inputs"; \
+	  OB_FUZZ_DATA=$(FUZZ_SHARED)/data ASAN_OPTIONS=allocator_may_return_null=1 $(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) \
+	    -max_len=8192 -rss_limit_mb=4096 $(BUILD)/fuzz/corpus_$$t > $(BUILD)/fuzz/log_$$t 2>&1 || { tail -40 $(BUILD)/fuzz/log_$$t; exit 1; }; \
+	  grep -E "^Done" $(BUILD)/fuzz/log_$$t; done
 
 clean:
 	rm -rf $(BUILD)

@@ -173,6 +173,10 @@ typedef struct ob_config {
     int attn_res;            /* 0 U-Net skips, 1 sub-layer Attention Residuals, 2 block-level */
     float tied_embed_init_std;
     float z_loss;            /* 1e-4: weight of mean(lse^2) in the training loss */
+    int storage_exact;       /* 1: the forward uses exactly what the artifact stores, so it reloads with no gap:
+                              * group scales rounded to bf16 (fp8 with scale_fp8), vectors and control tensors
+                              * to bf16, and the tied head reads fp8(E) like the lookup. 0: the seeds' forward
+                              * (fp32 scales and vectors, raw E in the head), which the fixtures check. */
 } ob_config;
 
 OB_DEF void ob_config_default(ob_config *c);           /* the XNOR 10-minute model */
@@ -409,6 +413,8 @@ typedef struct ob_shard {
 } ob_shard;
 
 OB_DEF int ob_shard_open(ob_shard *s, const char *path);
+/* Validates a shard image held in memory (not owned; s->map stays NULL); for tests and fuzzing. */
+OB_DEF int ob_shard_parse(ob_shard *s, const uint8_t *bytes, size_t size, const char *name);
 OB_DEF void ob_shard_close(ob_shard *s);
 /* Writes a shard atomically (the data preparation tool and tests use it). */
 OB_DEF int ob_shard_write(const char *path, const uint16_t *tokens, size_t n);
@@ -1261,6 +1267,7 @@ OB_DEF void ob_config_default(ob_config *c) {
     c->attn_res = 0;
     c->tied_embed_init_std = 0.005f;
     c->z_loss = 1e-4f;
+    c->storage_exact = 1;
 }
 
 OB_DEF int ob_config_preset(ob_config *c, const char *name) {
@@ -1365,6 +1372,7 @@ OB_DEF int ob_config_set(ob_config *c, const char *key, const char *v) {
     OB__INT("attn_res", attn_res);
     OB__FLT("tied_embed_init_std", tied_embed_init_std);
     OB__FLT("z_loss", z_loss);
+    OB__BOOL("storage_exact", storage_exact);
 #undef OB__INT
 #undef OB__FLT
 #undef OB__BOOL
@@ -1470,6 +1478,7 @@ OB_DEF int ob_config_from_metadata(ob_config *c, const ob_safetensors *st) {
     c->fp8_qat = 0;
     c->attn_res = 0;
     c->smear = 0;
+    c->storage_exact = 0; /* the seeds' own forward */
     const char *src = ob_safetensors_meta(st, "source");
     if (src && strstr(src, "seed binary model")) c->vocab_bias = 1; /* the binary seed adds vocab_bias */
     /* binarize_act must be read before binarize_down */
@@ -2397,14 +2406,35 @@ OB_DEF void ob_model_quantize(ob_model *m) {
             float *al = m->qalpha + t->alpha_offset;
             if (c->weight_quant == OB_WEIGHTS_TERNARY) ob_ternarize_weights_ref(q, al, w, t->numel, c->group_size);
             else ob_binarize_weights_ref(q, al, w, t->numel, c->group_size, c->scale_fp8);
+            /* the stored scales: fp8 under scale_fp8 (binary weights round inside the binariser,
+             * as the seed's scale QAT does), bf16 when storage_exact; the weights follow */
+            int tern = c->weight_quant == OB_WEIGHTS_TERNARY;
+            if ((tern && c->scale_fp8) || (c->storage_exact && !c->scale_fp8)) {
+                size_t ng = t->numel / (size_t)c->group_size;
+                for (size_t gi = 0; gi < ng; gi++) {
+                    float a = c->scale_fp8 ? ob_fp8_round(al[gi]) : ob_bf16_round(al[gi]);
+                    al[gi] = a;
+                    for (int k = 0; k < c->group_size; k++) {
+                        float *qk = q + gi * (size_t)c->group_size + k;
+                        *qk = *qk > 0.0f ? a : *qk < 0.0f ? -a : 0.0f;
+                    }
+                }
+            }
         } else if ((t->kind == OB_PARAM_EMBED || t->kind == OB_PARAM_FLOAT_MATRIX) && c->fp8_qat) {
             for (size_t k = 0; k < t->numel; k++) q[k] = ob_fp8_round(w[k]);
+        } else if (c->storage_exact) {
+            /* stored in bf16: vectors, control tensors, and embeddings / projections without fp8 */
+            for (size_t k = 0; k < t->numel; k++) q[k] = ob_bf16_round(w[k]);
         } else {
             memcpy(q, w, t->numel * sizeof(float));
         }
     }
     m->quantized = 1;
 }
+
+/* The embedding the tied head reads: raw E in the seeds' model, fp8(E) (what is stored) when
+ * storage_exact. Small parameters are always read from qparams: a copy, or their bf16 rounding. */
+static const float *ob__head_emb(const ob_model *m) { return m->cfg.storage_exact ? m->q.tok_emb : m->p.tok_emb; }
 
 /* Which block's parameters an effective layer uses: the stack of U blocks is repeated R times. */
 static int ob__layer_block(const ob_model *m, int l) { return l % m->cfg.num_layers; }
@@ -2430,7 +2460,7 @@ static void ob__qlinear_forward(ob_model *m, int l, int site, float *out, const 
 static void ob__attn_branch_forward(ob_model *m, int l) {
     const ob_config *c = &m->cfg;
     ob_layer_acts *A = &m->acts.layers[l];
-    const ob_block_params *q = &m->q.blocks[ob__layer_block(m, l)], *p = &m->p.blocks[ob__layer_block(m, l)];
+    const ob_block_params *q = &m->q.blocks[ob__layer_block(m, l)], *p = &m->q.blocks[ob__layer_block(m, l)];
     int B = m->acts.B, T = m->acts.T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H;
     int nqkv = D + 2 * Hkv * d;
     ob__qlinear_forward(m, l, OB_SITE_QKV, A->qkv, A->n_attn, A->xb_qkv, q->c_qkv, BT, D, nqkv, c->binarize_act >= 1);
@@ -2447,7 +2477,7 @@ static void ob__attn_branch_backward(ob_model *m, int l, const float *dattn_out,
     const ob_config *c = &m->cfg;
     ob_layer_acts *A = &m->acts.layers[l];
     int bi = ob__layer_block(m, l);
-    const ob_block_params *q = &m->q.blocks[bi], *p = &m->p.blocks[bi];
+    const ob_block_params *q = &m->q.blocks[bi], *p = &m->q.blocks[bi];
     ob_block_params *g = &m->g.blocks[bi];
     int B = m->acts.B, T = m->acts.T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H;
     int nqkv = D + 2 * Hkv * d;
@@ -2557,7 +2587,7 @@ static void ob__scaled_add_backward(float *dy, float *dscale, const float *dout,
 static void ob__block_forward(ob_model *m, int l, const float *x_in) {
     const ob_config *c = &m->cfg;
     ob_layer_acts *A = &m->acts.layers[l];
-    const ob_block_params *p = &m->p.blocks[ob__layer_block(m, l)];
+    const ob_block_params *p = &m->q.blocks[ob__layer_block(m, l)];
     int B = m->acts.B, T = m->acts.T, BT = B * T, D = c->model_dim;
     if (x_in != A->x_in) memcpy(A->x_in, x_in, (size_t)BT * D * sizeof(float));
     ob__resid_mix_forward(A->x_mix, A->x_in, m->acts.x0, p->resid_mix, BT, D);
@@ -2576,7 +2606,7 @@ static void ob__block_backward(ob_model *m, int l, const float *dx_out, float *d
     const ob_config *c = &m->cfg;
     ob_layer_acts *A = &m->acts.layers[l];
     int bi = ob__layer_block(m, l);
-    const ob_block_params *p = &m->p.blocks[bi];
+    const ob_block_params *p = &m->q.blocks[bi];
     ob_block_params *g = &m->g.blocks[bi];
     int B = m->acts.B, T = m->acts.T, BT = B * T, D = c->model_dim;
     size_t BTD = (size_t)BT * D;
@@ -2607,7 +2637,7 @@ static void ob__ar_attend(ob_model *m, int call, int query, int n) {
     ob_acts *a = &m->acts;
     int BT = a->B * a->T, D = m->cfg.model_dim, ns = ob__n_store(&m->cfg);
     ob__attnres_forward(a->ar_out + (size_t)call * BT * D, a->ar_w + (size_t)call * BT * ns, a->ar_store, a->ar_norm, n,
-                        m->p.attn_res_queries + (size_t)query * D, m->p.attn_res_key_norm, BT, D, ns);
+                        m->q.attn_res_queries + (size_t)query * D, m->q.attn_res_key_norm, BT, D, ns);
 }
 static void ob__ar_attend_backward(ob_model *m, int call, int query, int n, const float *dout, ob__grad_acts *G) {
     ob_acts *a = &m->acts;
@@ -2616,7 +2646,7 @@ static void ob__ar_attend_backward(ob_model *m, int call, int query, int n, cons
     for (int j = 0; j < n; j++) dS[j] = G->dS + (size_t)j * BT * D;
     ob__attnres_backward(dS, G->dSn, m->g.attn_res_queries + (size_t)query * D, m->g.attn_res_key_norm, dout,
                          a->ar_w + (size_t)call * BT * ns, a->ar_store, a->ar_norm, n,
-                         m->p.attn_res_queries + (size_t)query * D, m->p.attn_res_key_norm, BT, D, ns);
+                         m->q.attn_res_queries + (size_t)query * D, m->q.attn_res_key_norm, BT, D, ns);
 }
 /* All readers of S_j are differentiated: fold its rms gradient into dS_j. */
 static void ob__ar_finish(ob_model *m, int j, ob__grad_acts *G) {
@@ -2658,7 +2688,7 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
             int l = enc + i;
             if (i < enc) {
                 float *xs = a->skip_in + (size_t)i * BTD;
-                ob__scaled_add_forward(xs, x, m->p.skip_weights + (size_t)i * D, a->layers[enc - 1 - i].x_out, BT, D);
+                ob__scaled_add_forward(xs, x, m->q.skip_weights + (size_t)i * D, a->layers[enc - 1 - i].x_out, BT, D);
                 x = xs;
             }
             ob__block_forward(m, l, x);
@@ -2680,7 +2710,7 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
         ob__ar_store(m, 0, a->x0);
         for (int l = 0; l < le; l++) {
             ob_layer_acts *A = &a->layers[l];
-            const ob_block_params *p = &m->p.blocks[ob__layer_block(m, l)];
+            const ob_block_params *p = &m->q.blocks[ob__layer_block(m, l)];
             ob__ar_attend(m, 2 * l, 2 * l, 2 * l + 1);
             memcpy(A->x_in, a->ar_out + (size_t)2 * l * BTD, BTD * sizeof(float));
             ob__resid_mix_forward(A->x_mix, A->x_in, a->x0, p->resid_mix, BT, D);
@@ -2694,7 +2724,7 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
             ob__scaled_add_forward(A->mlp_delta, NULL, p->mlp_scale, A->mlp_out, BT, D);
             ob__ar_store(m, 2 * l + 2, A->mlp_delta);
         }
-        const ob_block_params *plast = &m->p.blocks[ob__layer_block(m, le - 1)];
+        const ob_block_params *plast = &m->q.blocks[ob__layer_block(m, le - 1)];
         if (plast->smear_gate) {
             ob_layer_acts *A = &a->layers[le - 1];
             ob__ar_attend(m, 2 * le, 2 * le - 1, 2 * le + 1);
@@ -2711,9 +2741,9 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
     if (c->tie_embeddings) {
         if (ob__factored(c)) {
             ob_matmul_forward(a->head_in, a->xf, m->q.embed_proj_rev, BT, D, e, 0);
-            ob_matmul_forward(a->logits_raw, a->head_in, m->p.tok_emb, BT, e, V, 0); /* raw E: no QAT here */
+            ob_matmul_forward(a->logits_raw, a->head_in, ob__head_emb(m), BT, e, V, 0); /* the seeds: raw E, no QAT here */
         } else {
-            ob_matmul_forward(a->logits_raw, a->xf, m->p.tok_emb, BT, D, V, 0);
+            ob_matmul_forward(a->logits_raw, a->xf, ob__head_emb(m), BT, D, V, 0);
         }
     } else {
         ob_matmul_forward(a->logits_raw, a->xf, m->q.lm_head, BT, D, V, 0);
@@ -2722,7 +2752,7 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
     double loss_sum = 0.0, ce_sum = 0.0, z_sum = 0.0;
     for (int i = 0; i < BT; i++) {
         float *raw = a->logits_raw + (size_t)i * V, *z = a->logits + (size_t)i * V;
-        if (c->vocab_bias) for (int v = 0; v < V; v++) raw[v] += m->p.vocab_bias[v];
+        if (c->vocab_bias) for (int v = 0; v < V; v++) raw[v] += m->q.vocab_bias[v];
         float mx = -INFINITY;
         for (int v = 0; v < V; v++) {
             z[v] = ob_softcap_value(raw[v], c->logit_softcap, c->softcap_type);
@@ -2779,10 +2809,10 @@ OB_DEF int ob_model_backward(ob_model *m, float loss_scale) {
     float *dxf = G.dxf;
     if (c->tie_embeddings) {
         if (ob__factored(c)) {
-            ob_matmul_backward(G.dhead, m->g.tok_emb, G.dlogits, a->head_in, m->p.tok_emb, BT, e, V);
+            ob_matmul_backward(G.dhead, m->g.tok_emb, G.dlogits, a->head_in, ob__head_emb(m), BT, e, V);
             ob_matmul_backward(dxf, m->g.embed_proj_rev, G.dhead, a->xf, m->q.embed_proj_rev, BT, D, e);
         } else {
-            ob_matmul_backward(dxf, m->g.tok_emb, G.dlogits, a->xf, m->p.tok_emb, BT, D, V);
+            ob_matmul_backward(dxf, m->g.tok_emb, G.dlogits, a->xf, ob__head_emb(m), BT, D, V);
         }
     } else {
         ob_matmul_backward(dxf, m->g.lm_head, G.dlogits, a->xf, m->q.lm_head, BT, D, V);
@@ -2801,7 +2831,7 @@ OB_DEF int ob_model_backward(ob_model *m, float loss_scale) {
             if (i < enc) {
                 int j = enc - 1 - i;
                 ob__scaled_add_backward(G.dskip + (size_t)j * BTD, m->g.skip_weights + (size_t)i * D, dnext,
-                                        m->p.skip_weights + (size_t)i * D, a->layers[j].x_out, BT, D);
+                                        m->q.skip_weights + (size_t)i * D, a->layers[j].x_out, BT, D);
             }
             memcpy(dx, dnext, BTD * sizeof(float));
         }
@@ -2828,7 +2858,7 @@ OB_DEF int ob_model_backward(ob_model *m, float loss_scale) {
         float *dmo = G.dmo;          /* gradient of an attend output */
         float *dbr = G.blk_branch;   /* gradient of a branch output */
         float *dnb = G.blk_dn;       /* gradient of a branch input */
-        const ob_block_params *plast = &m->p.blocks[ob__layer_block(m, le - 1)];
+        const ob_block_params *plast = &m->q.blocks[ob__layer_block(m, le - 1)];
         memset(dmo, 0, BTD * sizeof(float));
         if (plast->smear_gate) {
             ob_layer_acts *A = &a->layers[le - 1];
@@ -2841,7 +2871,7 @@ OB_DEF int ob_model_backward(ob_model *m, float loss_scale) {
         for (int l = le - 1; l >= 0; l--) {
             ob_layer_acts *A = &a->layers[l];
             int bi = ob__layer_block(m, l);
-            const ob_block_params *p = &m->p.blocks[bi];
+            const ob_block_params *p = &m->q.blocks[bi];
             ob_block_params *g = &m->g.blocks[bi];
             /* MLP sub-layer: S[2l+2] = mlp_scale * MLP(rms(attend(S, 2l+1))) */
             ob__ar_finish(m, 2 * l + 2, &G);
@@ -2896,6 +2926,24 @@ OB_DEF void ob_shard_close(ob_shard *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* The header checks: magic, version, a count that matches the size exactly. */
+static int ob__shard_check(ob_shard *s, const uint8_t *map, size_t size, const char *path) {
+    if (size < OB_SHARD_HEADER_BYTES)
+        return ob_set_error(OB_ERR_FORMAT, "%s: truncated shard: %zu bytes, shorter than the %d-byte header", path, size, OB_SHARD_HEADER_BYTES);
+    int32_t hdr[3];
+    memcpy(hdr, map, sizeof hdr);
+    if (hdr[0] != OB_SHARD_MAGIC) return ob_set_error(OB_ERR_FORMAT, "%s: not a token shard: magic %d, expected %d", path, hdr[0], OB_SHARD_MAGIC);
+    if (hdr[1] != OB_SHARD_VERSION) return ob_set_error(OB_ERR_FORMAT, "%s: unsupported shard version %d (expected %d)", path, hdr[1], OB_SHARD_VERSION);
+    if (hdr[2] < 0) return ob_set_error(OB_ERR_FORMAT, "%s: negative token count %d", path, hdr[2]);
+    size_t want = OB_SHARD_HEADER_BYTES + 2 * (size_t)hdr[2];
+    if (size < want)
+        return ob_set_error(OB_ERR_FORMAT, "%s: truncated shard: the header says %d tokens (%zu bytes), the file has %zu bytes", path, hdr[2], want, size);
+    if (size > want) return ob_set_error(OB_ERR_FORMAT, "%s: %zu bytes after the %d tokens the header announces (wrong count?)", path, size - want, hdr[2]);
+    s->tokens = (const uint16_t *)(map + OB_SHARD_HEADER_BYTES);
+    s->n_tokens = (size_t)hdr[2];
+    return OB_OK;
+}
+
 OB_DEF int ob_shard_open(ob_shard *s, const char *path) {
     memset(s, 0, sizeof *s);
     snprintf(s->path, sizeof s->path, "%s", path);
@@ -2916,33 +2964,18 @@ OB_DEF int ob_shard_open(ob_shard *s, const char *path) {
     size_t size = 0;
     void *map = ob__read_file(path, &size);
     if (!map) return OB_ERR_IO;
-    if (size < OB_SHARD_HEADER_BYTES) { free(map); return ob_set_error(OB_ERR_FORMAT, "%s: truncated shard header", path); }
 #endif
     s->map = map;
     s->map_size = size;
-    int32_t hdr[3];
-    memcpy(hdr, map, sizeof hdr);
-    if (hdr[0] != OB_SHARD_MAGIC) {
-        ob_shard_close(s);
-        return ob_set_error(OB_ERR_FORMAT, "%s: not a token shard: magic %d, expected %d", path, hdr[0], OB_SHARD_MAGIC);
-    }
-    if (hdr[1] != OB_SHARD_VERSION) {
-        ob_shard_close(s);
-        return ob_set_error(OB_ERR_FORMAT, "%s: unsupported shard version %d (expected %d)", path, hdr[1], OB_SHARD_VERSION);
-    }
-    if (hdr[2] < 0) { ob_shard_close(s); return ob_set_error(OB_ERR_FORMAT, "%s: negative token count %d", path, hdr[2]); }
-    size_t want = OB_SHARD_HEADER_BYTES + 2 * (size_t)hdr[2];
-    if (size < want) {
-        ob_shard_close(s);
-        return ob_set_error(OB_ERR_FORMAT, "%s: truncated shard: the header says %d tokens (%zu bytes), the file has %zu bytes", path, hdr[2], want, size);
-    }
-    if (size > want) {
-        ob_shard_close(s);
-        return ob_set_error(OB_ERR_FORMAT, "%s: %zu bytes after the %d tokens the header announces (wrong count?)", path, size - want, hdr[2]);
-    }
-    s->tokens = (const uint16_t *)((const uint8_t *)map + OB_SHARD_HEADER_BYTES);
-    s->n_tokens = (size_t)hdr[2];
-    return OB_OK;
+    int r = ob__shard_check(s, (const uint8_t *)map, size, path);
+    if (r) ob_shard_close(s);
+    return r;
+}
+
+OB_DEF int ob_shard_parse(ob_shard *s, const uint8_t *bytes, size_t size, const char *name) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s", name ? name : "<memory>");
+    return ob__shard_check(s, bytes, size, s->path);
 }
 
 OB_DEF int ob_shard_write(const char *path, const uint16_t *tokens, size_t n) {

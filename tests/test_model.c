@@ -171,7 +171,7 @@ static void test_gradients(void) {
      * rounding (a piecewise-constant function of the weights) */
     ob_config_preset(&c, "tiny");
     c.vocab_size = 64; c.num_layers = 2; c.model_dim = 32; c.num_heads = 4; c.num_kv_heads = 2; c.embed_dim = 16;
-    c.group_size = 16; c.train_seq_len = 16; c.binarize_act = 0; c.fp8_qat = 0;
+    c.group_size = 16; c.train_seq_len = 16; c.binarize_act = 0; c.fp8_qat = 0; c.storage_exact = 0;
     ob_config base = c;
     c.recurrence = 3; c.smear = 1;
     fd_check("fd_recurrence_3x2_smear", &c);

@@ -1,8 +1,9 @@
 /* libFuzzer target for the tokenizer.
  *
- *   cd /work/main && clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 \
- *       -D_DEFAULT_SOURCE draft/tok/fuzz_tokenizer.c -o /tmp/fuzz_tokenizer -lm
- *   clang -DOB_FUZZ_SEED_MAIN -D_DEFAULT_SOURCE -g -O1 draft/tok/fuzz_tokenizer.c -o /tmp/fuzz_seeds -lm
+ *   make fuzz     (or, by hand:)
+ *   clang -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 \
+ *       -D_DEFAULT_SOURCE tests/fuzz/fuzz_tokenizer.c -o /tmp/fuzz_tokenizer -lm
+ *   clang -DOB_FUZZ_SEED_MAIN -D_DEFAULT_SOURCE -g -O1 tests/fuzz/fuzz_tokenizer.c -o /tmp/fuzz_seeds -lm
  *   /tmp/fuzz_seeds ../shared/data /tmp/fuzz_corpus          # writes a few small seed models
  *   OB_FUZZ_DATA=../shared/data /tmp/fuzz_tokenizer -max_len=8192 -runs=1000000 /tmp/fuzz_corpus
  *
