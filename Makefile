@@ -32,7 +32,16 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools
 
-all: $(TESTS)
+# the main job: the 10-minute trainer with no data trains the embedded default (this repository's
+# text, bytes as tokens) for about a minute, then evaluates, packs, reloads and samples
+$(BUILD)/train_10min: examples/train_10min.cu $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -x c $< -o $@ $(LDLIBS)
+$(BUILD)/prepare_data: examples/prepare_data.c onebit.h | $(BUILD)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+run: $(BUILD)/train_10min
+	./$(BUILD)/train_10min
+
+all: $(TESTS) $(BUILD)/train_10min $(BUILD)/prepare_data
 
 $(BUILD):
 	@mkdir -p $(BUILD)

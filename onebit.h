@@ -357,6 +357,11 @@ OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *t
 /* Backward of loss_scale * loss of the last forward; gradients are accumulated into m->grads. */
 OB_DEF int ob_model_backward(ob_model *m, float loss_scale);
 OB_DEF void ob_model_zero_grad(ob_model *m);
+/* Samples n_new tokens after the prompt (the context is the last train_seq_len tokens): softmax of
+ * the logits / temperature over the top_k most likely (0: all); temperature <= 0 is greedy.
+ * out receives prompt + new tokens (n_prompt + n_new ids). */
+OB_DEF int ob_model_generate(ob_model *m, const int32_t *prompt, int n_prompt, int n_new, float temperature, int top_k,
+                             uint64_t seed, int32_t *out);
 
 /* ------------------------------------------------------------------------------------------------
  * Layer kinds (CPU reference). Each forward is followed by its backward; backward functions
@@ -432,9 +437,13 @@ typedef struct ob_token_stream {
     size_t pos;                /* next token within it */
     ob_shard cur;
     int vocab_size;            /* ids >= vocab_size are errors naming the file and offset */
+    const int32_t *mem;        /* memory mode (ob_token_stream_open_memory): tokens, not owned */
+    size_t mem_n;
 } ob_token_stream;
 
 OB_DEF int ob_token_stream_open(ob_token_stream *s, const char *dir, const char *prefix, int vocab_size);
+/* The same stream over tokens held in memory (not copied; they must outlive the stream). */
+OB_DEF int ob_token_stream_open_memory(ob_token_stream *s, const int32_t *tokens, size_t n, int vocab_size);
 OB_DEF int ob_token_stream_take(ob_token_stream *s, int32_t *out, size_t n);
 OB_DEF int ob_token_stream_seek(ob_token_stream *s, int file_idx, size_t pos);
 OB_DEF void ob_token_stream_close(ob_token_stream *s);
@@ -454,8 +463,11 @@ typedef struct ob_val_set {
     size_t *starts;            /* first global index of each shard */
     size_t n_tokens;           /* after truncation */
     int vocab_size;
+    const int32_t *mem;        /* memory mode: tokens, not owned */
 } ob_val_set;
 OB_DEF int ob_val_open(ob_val_set *v, const char *dir, const char *prefix, int seq_len, int64_t max_tokens, int vocab_size);
+/* The same over tokens in memory (not copied), cut the same way. */
+OB_DEF int ob_val_open_memory(ob_val_set *v, const int32_t *tokens, size_t n, int seq_len, int vocab_size);
 /* Copies tokens [start, start + n) as int32, checking ids. */
 OB_DEF int ob_val_read(const ob_val_set *v, size_t start, size_t n, int32_t *out);
 OB_DEF void ob_val_close(ob_val_set *v);
@@ -1775,10 +1787,11 @@ OB_DEF int ob_model_save_safetensors(const ob_model *m, const char *path) {
  * Layer kinds: CPU reference
  * ============================================================================================== */
 
-/* C (M, N) = [C +] A (M, K) B (K, N), row-major with leading dimensions. The 4 x 16 register tile
- * with 16 independent accumulators per row lets the compiler vectorise across columns with no
- * reassociation of sums (so results do not depend on -ffast-math or the vector width). */
-static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+/* C (M, N) = [C +] op(A) (M, K) B (K, N), row-major with leading dimensions; op(A) = A, or with
+ * trans_a the transpose of A stored (K, M). The 4 x 16 register tile with 16 independent
+ * accumulators per row lets the compiler vectorise across columns with no reassociation of sums (so
+ * results do not depend on -ffast-math or the vector width). */
+static void ob__gemm_t(float *C, int ldc, const float *A, int lda, int trans_a, const float *B, int ldb, int M, int N, int K, int accumulate) {
     enum { MR = 4, NR = 16 };
     int n_mt = (M + MR - 1) / MR, n_nt = (N + NR - 1) / NR;
     OB__OMP_FOR
@@ -1787,7 +1800,18 @@ static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B,
         int mr = M - i0 < MR ? M - i0 : MR, nr = N - j0 < NR ? N - j0 : NR;
         float acc[MR][NR];
         memset(acc, 0, sizeof acc);
-        if (mr == MR && nr == NR) {
+        if (mr == MR && nr == NR && trans_a) {
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + j0, *a = A + (size_t)k * lda + i0;
+                float x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3];
+                for (int j = 0; j < NR; j++) {
+                    acc[0][j] += x0 * b[j];
+                    acc[1][j] += x1 * b[j];
+                    acc[2][j] += x2 * b[j];
+                    acc[3][j] += x3 * b[j];
+                }
+            }
+        } else if (mr == MR && nr == NR) {
             const float *a0 = A + (size_t)i0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
             for (int k = 0; k < K; k++) {
                 const float *b = B + (size_t)k * ldb + j0;
@@ -1803,7 +1827,7 @@ static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B,
             for (int k = 0; k < K; k++) {
                 const float *b = B + (size_t)k * ldb + j0;
                 for (int i = 0; i < mr; i++) {
-                    float x = A[(size_t)(i0 + i) * lda + k];
+                    float x = trans_a ? A[(size_t)k * lda + i0 + i] : A[(size_t)(i0 + i) * lda + k];
                     for (int j = 0; j < nr; j++) acc[i][j] += x * b[j];
                 }
             }
@@ -1815,15 +1839,24 @@ static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B,
         }
     }
 }
+static void ob__gemm(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+    ob__gemm_t(C, ldc, A, lda, 0, B, ldb, M, N, K, accumulate);
+}
 
 OB_DEF void ob_gemm(float *C, const float *A, const float *B, int M, int N, int K, int accumulate) {
     ob__gemm(C, N, A, K, B, N, M, N, K, accumulate);
 }
 
 static void ob__transpose(float *dst, const float *src, int rows, int cols) {
+    /* 32 x 32 tiles keep both the reads and the writes within a few cache lines */
+    int nbr = (rows + 31) / 32, nbc = (cols + 31) / 32;
     OB__OMP_FOR
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < cols; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+    for (int bt = 0; bt < nbr * nbc; bt++) {
+        int i0 = (bt / nbc) * 32, j0 = (bt % nbc) * 32;
+        int i1 = i0 + 32 < rows ? i0 + 32 : rows, j1 = j0 + 32 < cols ? j0 + 32 : cols;
+        for (int i = i0; i < i1; i++)
+            for (int j = j0; j < j1; j++) dst[(size_t)j * rows + i] = src[(size_t)i * cols + j];
+    }
 }
 
 OB_DEF void ob_matmul_forward(float *out, const float *inp, const float *w, int M, int K, int N, int accumulate) {
@@ -1836,13 +1869,7 @@ OB_DEF void ob_matmul_forward(float *out, const float *inp, const float *w, int 
 
 OB_DEF void ob_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int M, int K, int N) {
     if (dinp) ob__gemm(dinp, K, dout, N, w, K, M, K, N, 1);       /* (M, N) (N, K) */
-    if (dw) {
-        float *dt = (float *)ob__malloc((size_t)M * N * sizeof(float));
-        if (!dt) { fprintf(stderr, "onebit: out of memory in ob_matmul_backward\n"); abort(); }
-        ob__transpose(dt, dout, M, N);
-        ob__gemm(dw, K, dt, M, inp, K, N, K, M, 1);                   /* (N, M) (M, K) */
-        free(dt);
-    }
+    if (dw) ob__gemm_t(dw, K, dout, N, 1, inp, K, N, K, M, 1);    /* dout^T (N, M) (M, K) */
 }
 
 OB_DEF void ob_rmsnorm_forward(float *y, float *rstd, const float *x, int M, int C) {
@@ -2135,7 +2162,11 @@ static void ob__headnorm_rope_backward(float *dx, int in_stride, const float *do
 
 /* Causal attention with GQA: query head h reads kv head h / (H / Hkv); score = gain_h q.k / sqrt(d).
  * q (BT, H, d) before the gain, k (BT, Hkv, d), v rows of stride v_stride (Hkv*d used),
- * att (B, H, T, T) probabilities, y (BT, H*d). */
+ * att (B, H, T, T) probabilities, y (BT, H*d). Each (batch, head) gathers its q, k, v into
+ * contiguous (T, d) blocks and runs two small GEMMs: S = q k^T, y = P v. */
+static void ob__gather_head(float *dst, const float *src, int T, int row_stride, int d) {
+    for (int t = 0; t < T; t++) memcpy(dst + (size_t)t * d, src + (size_t)t * row_stride, (size_t)d * sizeof(float));
+}
 static void ob__attention_forward(float *y, float *att, const float *q, const float *k, const float *v, int v_stride,
                                   const float *gain, int B, int T, int H, int Hkv, int d) {
     int rep = H / Hkv;
@@ -2144,34 +2175,32 @@ static void ob__attention_forward(float *y, float *att, const float *q, const fl
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H, hk = h / rep;
         float scale = gain[h] * inv_sqrt_d;
+        float *qh = (float *)ob__malloc((size_t)4 * T * d * sizeof(float)), *kt = qh + (size_t)T * d, *vh = kt + (size_t)T * d, *yh = vh + (size_t)T * d;
+        ob__gather_head(qh, q + ((size_t)b * T * H + h) * d, T, H * d, d);
+        ob__gather_head(vh, k + ((size_t)b * T * Hkv + hk) * d, T, Hkv * d, d);
+        ob__transpose(kt, vh, T, d);                                   /* k^T (d, T) */
+        ob__gather_head(vh, v + (size_t)b * T * v_stride + (size_t)hk * d, T, v_stride, d);
+        float *P = att + (size_t)bh * T * T;
+        ob__gemm(P, T, qh, d, kt, T, T, T, d, 0);                      /* S = q k^T */
         for (int t = 0; t < T; t++) {
-            const float *qt = q + (((size_t)b * T + t) * H + h) * d;
-            float *p = att + (((size_t)b * H + h) * T + t) * T;
-            float mx = -INFINITY;
-            for (int s = 0; s <= t; s++) {
-                const float *ks = k + (((size_t)b * T + s) * Hkv + hk) * d;
-                float dot = 0.0f;
-                for (int i = 0; i < d; i++) dot += qt[i] * ks[i];
-                p[s] = dot * scale;
-                if (p[s] > mx) mx = p[s];
-            }
+            float *p = P + (size_t)t * T, mx = -INFINITY;
+            for (int s = 0; s <= t; s++) { p[s] *= scale; if (p[s] > mx) mx = p[s]; }
             double sum = 0.0;
             for (int s = 0; s <= t; s++) { p[s] = expf(p[s] - mx); sum += p[s]; }
             float inv = (float)(1.0 / sum);
             for (int s = 0; s <= t; s++) p[s] *= inv;
             for (int s = t + 1; s < T; s++) p[s] = 0.0f;
-            float *yt = y + ((size_t)b * T + t) * H * d + (size_t)h * d;
-            for (int i = 0; i < d; i++) yt[i] = 0.0f;
-            for (int s = 0; s <= t; s++) {
-                const float *vs = v + ((size_t)b * T + s) * v_stride + (size_t)hk * d;
-                for (int i = 0; i < d; i++) yt[i] += p[s] * vs[i];
-            }
         }
+        ob__gemm(yh, d, P, T, vh, d, T, d, T, 0);                      /* y = P v */
+        for (int t = 0; t < T; t++) memcpy(y + ((size_t)b * T + t) * H * d + (size_t)h * d, yh + (size_t)t * d, (size_t)d * sizeof(float));
+        free(qh);
     }
 }
 
 /* Gradients: dq (BT, H, d) of the pre-gain q, dk (BT, Hkv, d), dv rows of stride v_stride, dgain (H).
- * Work is split by (batch, kv head) so the GQA sums into dk and dv need no atomics. */
+ * Work is split by (batch, kv head) so the GQA sums into dk and dv need no atomics:
+ * dP = dy v^T, dS = P (dP - rowsum(P dP)), dq = scale dS k, dk = scale dS^T q, dv = P^T dy,
+ * dgain = sum(dS . S) / gain. */
 static void ob__attention_backward(float *dq, float *dk, float *dv, float *dgain, const float *dy, const float *att,
                                    const float *q, const float *k, const float *v, int v_stride, const float *gain,
                                    int B, int T, int H, int Hkv, int d) {
@@ -2181,41 +2210,53 @@ static void ob__attention_backward(float *dq, float *dk, float *dv, float *dgain
     OB__OMP_FOR
     for (int bk = 0; bk < B * Hkv; bk++) {
         int b = bk / Hkv, hk = bk % Hkv;
-        float *dp = (float *)ob__malloc((size_t)T * sizeof(float));
+        size_t Td = (size_t)T * d, TT = (size_t)T * T;
+        float *buf = (float *)ob__malloc((9 * Td + 3 * TT) * sizeof(float));
+        float *kh = buf, *vt = kh + Td, *qh = vt + Td, *dyh = qh + Td, *dqh = dyh + Td, *dkh = dqh + Td, *dvh = dkh + Td, *tmp = dvh + Td;
+        float *dP = tmp + 2 * Td, *PT = dP + TT, *dST = PT + TT;
+        ob__gather_head(kh, k + ((size_t)b * T * Hkv + hk) * d, T, Hkv * d, d);
+        ob__gather_head(tmp, v + (size_t)b * T * v_stride + (size_t)hk * d, T, v_stride, d);
+        ob__transpose(vt, tmp, T, d);                                  /* v^T (d, T) */
+        memset(dkh, 0, Td * sizeof(float));
+        memset(dvh, 0, Td * sizeof(float));
         for (int h = hk * rep; h < (hk + 1) * rep; h++) {
             float scale = gain[h] * inv_sqrt_d;
+            const float *P = att + ((size_t)b * H + h) * TT;
+            ob__gather_head(qh, q + ((size_t)b * T * H + h) * d, T, H * d, d);
+            ob__gather_head(dyh, dy + (size_t)b * T * H * d + (size_t)h * d, T, H * d, d);
+            ob__gemm(dP, T, dyh, d, vt, T, T, T, d, 0);                /* dP = dy v^T */
             double dg = 0.0;
             for (int t = 0; t < T; t++) {
-                const float *p = att + (((size_t)b * H + h) * T + t) * T;
-                const float *dyt = dy + ((size_t)b * T + t) * H * d + (size_t)h * d;
-                const float *qt = q + (((size_t)b * T + t) * H + h) * d;
-                float *dqt = dq + (((size_t)b * T + t) * H + h) * d;
+                const float *p = P + (size_t)t * T;
+                float *g = dP + (size_t)t * T;
                 double pdp = 0.0;
-                for (int s = 0; s <= t; s++) {
-                    const float *vs = v + ((size_t)b * T + s) * v_stride + (size_t)hk * d;
-                    float *dvs = dv + ((size_t)b * T + s) * v_stride + (size_t)hk * d;
-                    float acc = 0.0f;
-                    for (int i = 0; i < d; i++) { acc += dyt[i] * vs[i]; dvs[i] += p[s] * dyt[i]; }
-                    dp[s] = acc;
-                    pdp += (double)p[s] * acc;
-                }
-                for (int s = 0; s <= t; s++) {
-                    float ds = p[s] * (dp[s] - (float)pdp); /* d score */
-                    if (ds == 0.0f) continue;
-                    const float *ks = k + (((size_t)b * T + s) * Hkv + hk) * d;
-                    float *dks = dk + (((size_t)b * T + s) * Hkv + hk) * d;
-                    float qk = 0.0f;
-                    for (int i = 0; i < d; i++) {
-                        qk += qt[i] * ks[i];
-                        dqt[i] += ds * scale * ks[i];
-                        dks[i] += ds * scale * qt[i];
-                    }
-                    dg += (double)ds * qk * inv_sqrt_d;
-                }
+                for (int s = 0; s <= t; s++) pdp += (double)p[s] * g[s];
+                for (int s = 0; s <= t; s++) g[s] = p[s] * (g[s] - (float)pdp); /* d of the scaled score */
+                for (int s = t + 1; s < T; s++) g[s] = 0.0f;
+            }
+            /* dgain = sum dS (q.k) / sqrt(d): the raw dot products, one more small GEMM */
+            ob__transpose(dST, kh, T, d);                               /* k^T (d, T), dST as scratch */
+            ob__gemm(PT, T, qh, d, dST, T, T, T, d, 0);                 /* q k^T, PT as scratch */
+            for (int t = 0; t < T; t++) {
+                const float *g = dP + (size_t)t * T, *qk = PT + (size_t)t * T;
+                for (int s = 0; s <= t; s++) dg += (double)g[s] * qk[s] * inv_sqrt_d;
             }
             dgain_part[(size_t)b * H + h] = dg;
+            for (size_t i = 0; i < TT; i++) dP[i] *= scale;
+            ob__gemm(dqh, d, dP, T, kh, d, T, d, T, 0);                /* dq = scale dS k */
+            ob__gemm_t(dkh, d, dP, T, 1, qh, d, T, d, T, 1);           /* dk += scale dS^T q */
+            ob__gemm_t(dvh, d, P, T, 1, dyh, d, T, d, T, 1);           /* dv += P^T dy */
+            for (int t = 0; t < T; t++) {
+                float *dst = dq + (((size_t)b * T + t) * H + h) * d;
+                const float *src = dqh + (size_t)t * d;
+                for (int i = 0; i < d; i++) dst[i] += src[i];
+            }
         }
-        free(dp);
+        for (int t = 0; t < T; t++) {
+            float *dkt = dk + (((size_t)b * T + t) * Hkv + hk) * d, *dvt = dv + ((size_t)b * T + t) * v_stride + (size_t)hk * d;
+            for (int i = 0; i < d; i++) { dkt[i] += dkh[(size_t)t * d + i]; dvt[i] += dvh[(size_t)t * d + i]; }
+        }
+        free(buf);
     }
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) dgain[h] += (float)dgain_part[(size_t)b * H + h];
@@ -3041,6 +3082,18 @@ OB_DEF void ob_token_stream_close(ob_token_stream *s) {
     memset(s, 0, sizeof *s);
 }
 
+OB_DEF int ob_token_stream_open_memory(ob_token_stream *s, const int32_t *tokens, size_t n, int vocab_size) {
+    memset(s, 0, sizeof *s);
+    if (!n) return ob_set_error(OB_ERR_ARG, "token stream: no tokens");
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (vocab_size > 0 && tokens[i] >= vocab_size))
+            return ob_set_error(OB_ERR_ARG, "token stream: token %d at index %zu is outside the vocabulary of %d", tokens[i], i, vocab_size);
+    s->mem = tokens;
+    s->mem_n = n;
+    s->vocab_size = vocab_size;
+    return OB_OK;
+}
+
 OB_DEF int ob_token_stream_open(ob_token_stream *s, const char *dir, const char *prefix, int vocab_size) {
     memset(s, 0, sizeof *s);
     int r = ob_list_shards(dir, prefix, &s->files, &s->n_files);
@@ -3052,6 +3105,11 @@ OB_DEF int ob_token_stream_open(ob_token_stream *s, const char *dir, const char 
 }
 
 OB_DEF int ob_token_stream_seek(ob_token_stream *s, int file_idx, size_t pos) {
+    if (s->mem) {
+        if (file_idx != 0 || pos >= s->mem_n) return ob_set_error(OB_ERR_ARG, "token stream: position %zu beyond its %zu tokens", pos, s->mem_n);
+        s->pos = pos;
+        return OB_OK;
+    }
     if (file_idx < 0 || file_idx >= s->n_files) return ob_set_error(OB_ERR_ARG, "token stream: shard index %d out of range (%d shards)", file_idx, s->n_files);
     if (file_idx != s->file_idx || !s->cur.map) {
         ob_shard_close(&s->cur);
@@ -3066,6 +3124,15 @@ OB_DEF int ob_token_stream_seek(ob_token_stream *s, int file_idx, size_t pos) {
 
 OB_DEF int ob_token_stream_take(ob_token_stream *s, int32_t *out, size_t n) {
     size_t done = 0;
+    if (s->mem) { /* memory mode: one "shard" that wraps onto itself */
+        while (done < n) {
+            size_t k = s->mem_n - s->pos < n - done ? s->mem_n - s->pos : n - done;
+            memcpy(out + done, s->mem + s->pos, k * sizeof(int32_t));
+            done += k;
+            s->pos = (s->pos + k) % s->mem_n;
+        }
+        return OB_OK;
+    }
     int empty_hops = 0;
     while (done < n) {
         size_t avail = s->cur.n_tokens - s->pos;
@@ -3153,9 +3220,19 @@ OB_DEF int ob_val_open(ob_val_set *v, const char *dir, const char *prefix, int s
     return OB_OK;
 }
 
+OB_DEF int ob_val_open_memory(ob_val_set *v, const int32_t *tokens, size_t n, int seq_len, int vocab_size) {
+    memset(v, 0, sizeof *v);
+    if (seq_len < 1 || n < (size_t)seq_len + 1) return ob_set_error(OB_ERR_ARG, "validation: %zu tokens, fewer than one window of %d + 1", n, seq_len);
+    v->mem = tokens;
+    v->n_tokens = (n - 1) / (size_t)seq_len * (size_t)seq_len + 1;
+    v->vocab_size = vocab_size;
+    return OB_OK;
+}
+
 OB_DEF int ob_val_read(const ob_val_set *v, size_t start, size_t n, int32_t *out) {
     if (start + n > v->n_tokens || start + n < start)
         return ob_set_error(OB_ERR_ARG, "validation: read [%zu, %zu) beyond its %zu tokens", start, start + n, v->n_tokens);
+    if (v->mem) { memcpy(out, v->mem + start, n * sizeof(int32_t)); return OB_OK; }
     int si = 0;
     while (si + 1 < v->n_shards && v->starts[si + 1] <= start) si++;
     size_t done = 0;
@@ -4377,6 +4454,49 @@ OB_DEF int ob_tokenizer_bpb_tables(const ob_tokenizer *tok, int table_size, int1
         base_bytes[id] = (int16_t)len;
     }
     return OB_OK;
+}
+
+OB_DEF int ob_model_generate(ob_model *m, const int32_t *prompt, int n_prompt, int n_new, float temperature, int top_k,
+                             uint64_t seed, int32_t *out) {
+    int V = m->cfg.vocab_size, T = m->cfg.train_seq_len;
+    if (n_prompt < 1) return ob_set_error(OB_ERR_ARG, "generate: an empty prompt (give at least one token)");
+    memcpy(out, prompt, (size_t)n_prompt * sizeof(int32_t));
+    ob_rng rng;
+    ob_rng_seed(&rng, seed);
+    float *p = (float *)ob__malloc((size_t)V * sizeof(float));
+    int *idx = (int *)ob__malloc((size_t)V * sizeof(int));
+    if (!p || !idx) { free(p); free(idx); return ob_set_error(OB_ERR_NOMEM, "generate: out of memory"); }
+    int r = OB_OK;
+    float saved_t = m->temperature;
+    m->temperature = 1.0f;
+    for (int i = 0; i < n_new && !r; i++) {
+        int n = n_prompt + i, start = n > T ? n - T : 0, len = n - start;
+        r = ob_model_forward(m, out + start, NULL, 1, len);
+        if (r) break;
+        const float *z = m->acts.logits + (size_t)(len - 1) * V;
+        int best = 0;
+        for (int v = 1; v < V; v++) if (z[v] > z[best]) best = v;
+        if (temperature <= 0.0f) { out[n] = best; continue; }
+        /* the top_k largest by partial selection, then softmax over them */
+        int k = top_k > 0 && top_k < V ? top_k : V;
+        for (int v = 0; v < V; v++) idx[v] = v;
+        for (int a = 0; a < k; a++) {
+            int mx = a;
+            for (int b = a + 1; b < V; b++) if (z[idx[b]] > z[idx[mx]]) mx = b;
+            int t = idx[a]; idx[a] = idx[mx]; idx[mx] = t;
+            if (k == V && a > 64) break; /* all tokens: no need to sort them */
+        }
+        double sum = 0.0;
+        for (int a = 0; a < k; a++) { p[a] = expf((z[idx[a]] - z[best]) / temperature); sum += p[a]; }
+        double u = ob_rng_uniform(&rng) * sum, c = 0.0;
+        int pick = idx[k - 1];
+        for (int a = 0; a < k; a++) { c += p[a]; if (u < c) { pick = idx[a]; break; } }
+        out[n] = pick;
+    }
+    m->temperature = saved_t;
+    free(p);
+    free(idx);
+    return r;
 }
 
 /* ================================================================================================

@@ -137,6 +137,116 @@ OB_DEF int64_t ob_batch_tokens_at(int64_t start_tokens, int64_t full_tokens, dou
 OB_DEF int ob_train_step(ob_model *m, ob_optimizer *o, ob_token_stream *stream, int64_t batch_tokens, int seq_len, int accum,
                          float lr_scale, float momentum, float *loss_out);
 
+/* ------------------------------------------------------------------------------------------------
+ * Runs: the options of a training run (presets named after the seeds, their environment variables,
+ * command-line flags), a backend interface that the CPU path and the GPU trainer both implement, the
+ * training loop with its logs (the seeds' step lines, JSONL, an SVG plot), and checkpoints.
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct ob_run_options {
+    char preset[32];
+    ob_config model;
+    ob_optim_config optim;
+    ob_schedule sched;
+    uint64_t seed;                /* SEED */
+    int64_t batch_tokens;         /* TRAIN_BATCH_TOKENS per optimizer step */
+    int accum;                    /* micro-batches per step: max(1, 8 / world) in the seeds */
+    int seq_len_schedule;         /* SEQ_LEN_SCHEDULE: 128 -> ... -> train_seq_len */
+    int64_t batch_tokens_start;   /* BATCH_TOKENS_START (0: off) */
+    double batch_schedule_fraction;
+    char data_path[512];          /* DATA_PATH; empty: the embedded default (this repository's text) */
+    char tokenizer_path[512];     /* TOKENIZER_PATH; empty: bytes */
+    int64_t val_max_tokens;       /* VAL_MAX_TOKENS (0: all) */
+    int val_loss_every;           /* VAL_LOSS_EVERY (0: at the end only) */
+    int val_batch_seqs;           /* windows per evaluation batch */
+    int train_log_every;          /* TRAIN_LOG_EVERY */
+    int sliding_eval, sliding_stride, sliding_batch, temp_scaling;
+    int checkpoint_every;         /* CHECKPOINT_EVERY (0: none) */
+    char checkpoint_dir[512];     /* CHECKPOINT_DIR */
+    int resume;                   /* continue from the newest valid checkpoint in checkpoint_dir */
+    char out_dir[512];            /* logs, plot, artifact */
+    char run_id[64];              /* RUN_ID */
+    int device;                   /* -1 auto, 0 CPU, 1 GPU */
+    int generate_tokens;          /* a sample of this many tokens at the end (0: none) */
+    int on_nonfinite;             /* 0: stop with the last checkpoint, 1: skip the batch */
+} ob_run_options;
+
+/* A preset (xnor-10min, xnor-100k, binary-50k, ternary-bitnet, tiny, embedded): model, optimizer,
+ * schedule and evaluation as the seed's run script sets them. */
+OB_DEF int ob_run_options_preset(ob_run_options *o, const char *preset);
+/* One setting by the seeds' environment-variable name (NUM_LAYERS, MATRIX_LR, ITERATIONS, ...) or the
+ * model's field names; unknown names and bad values are OB_ERR_ARG naming them. */
+OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *value, FILE *notices);
+/* Applies every seed environment variable that is set (the run script's own) */
+OB_DEF int ob_run_options_from_env(ob_run_options *o, FILE *notices);
+/* Flags: --preset NAME (first), --data DIR, --tokenizer FILE, --iterations N, --max-seconds S,
+ * --seed N, --out DIR, --resume, --cpu, --gpu, --checkpoint-every N, --grad-clip X, --set KEY=VALUE.
+ * Unknown flags and bad values are OB_ERR_ARG naming them. */
+OB_DEF int ob_run_options_from_args(ob_run_options *o, int argc, char **argv, FILE *notices);
+OB_DEF void ob_run_options_usage(FILE *f, const char *program);
+
+/* What a device provides to the loop. The host model mirrors the device's weights on demand. */
+typedef struct ob_backend {
+    const char *name;
+    void *ctx;
+    ob_model *host;
+    ob_optimizer *host_opt;
+    int (*train_step)(struct ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale,
+                      float momentum, float *loss);
+    ob_score_fn score;            /* called with ctx */
+    int (*pull)(struct ob_backend *b, int with_optimizer);  /* device -> host (weights, optionally optimizer state) */
+    int (*push)(struct ob_backend *b, int with_optimizer);  /* host -> device */
+    void (*destroy)(struct ob_backend *b);
+} ob_backend;
+OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
+
+typedef struct ob_run {
+    ob_run_options opt;
+    ob_tokenizer tok;
+    ob_bpb_tables bpb;
+    ob_token_stream train;
+    ob_val_set val;
+    int32_t *embedded;            /* the embedded default's tokens */
+    size_t embedded_n, embedded_split;
+    ob_model model;
+    ob_optimizer optim;
+    ob_backend be;
+    int64_t step;
+    double elapsed_ms;            /* training time, evaluation excluded */
+    int stages[16], n_stages;
+    FILE *log, *jsonl;
+    float *hist;                  /* (step, train loss) pairs */
+    float *val_hist;              /* (step, val loss) pairs */
+    int n_hist, n_val_hist, cap_hist;
+    volatile int stop_signal;     /* set by SIGINT / SIGTERM: checkpoint, then stop */
+    double t0;
+} ob_run;
+
+/* Opens the data (or builds the embedded default), the tokenizer, the host model and optimizer,
+ * the logs; resumes from a checkpoint when asked. Attach a backend (ob_backend_cpu or the GPU
+ * trainer's) before ob_run_train. */
+OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o);
+/* Trains until ITERATIONS or the wall-clock cap: schedules, logs, periodic validation,
+ * checkpoints, SIGINT / SIGTERM (checkpoint, then stop with OB_ERR_ARG "interrupted"). */
+OB_DEF int ob_run_train(ob_run *r);
+/* Validation of the backend's current weights (the seeds' val_bpb: z-loss included). */
+OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out);
+OB_DEF void ob_run_log(ob_run *r, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Writes out_dir/<run_id>.svg: train and validation loss against steps. */
+OB_DEF int ob_run_plot(ob_run *r);
+OB_DEF void ob_run_free(ob_run *r);
+OB_DEF double ob_now_ms(void);
+
+/* Checkpoints: configuration, weights, optimizer state, data position, step, time, RNG -- written
+ * to dir/ckpt_<step>.ob1c through a temporary file, fsync and rename; the previous one is removed only
+ * after the new one is complete. Loading checks every field and the checksum. */
+OB_DEF int ob_checkpoint_save(ob_run *r);
+OB_DEF int ob_checkpoint_load(ob_run *r, const char *path);
+OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap); /* 0 and path, or OB_ERR_IO if none */
+
 #ifdef __cplusplus
 }
 #endif
@@ -149,9 +259,18 @@ OB_DEF int ob_train_step(ob_model *m, ob_optimizer *o, ob_token_stream *stream, 
 #define ONEBIT_MUON_IMPLEMENTATION_DONE
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* FNV-1a 64 for checkpoints (onebit_pack.h has its own; the headers stay independent). */
+static uint64_t ob_fnv1a64_ckpt_continue(uint64_t h, const void *data, size_t n) {
+    const uint8_t *p = (const uint8_t *)data;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+static uint64_t ob_fnv1a64_ckpt(const void *data, size_t n) { return ob_fnv1a64_ckpt_continue(0xcbf29ce484222325ull, data, n); }
 
 OB_DEF void ob_optim_config_default(ob_optim_config *c) {
     memset(c, 0, sizeof *c);
@@ -527,6 +646,689 @@ OB_DEF int ob_train_step(ob_model *m, ob_optimizer *o, ob_token_stream *stream, 
     if (r) return r;
     *loss_out = (float)(loss / accum);
     return ob_optimizer_step(o, lr_scale, momentum);
+}
+
+/* ================================================================================================
+ * Runs
+ * ============================================================================================== */
+#if defined(__unix__) || defined(__APPLE__)
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <dirent.h>
+#endif
+
+OB_DEF double ob_now_ms(void) {
+#if defined(__unix__) || defined(__APPLE__)
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+#else
+    return (double)clock() * 1e3 / CLOCKS_PER_SEC;
+#endif
+}
+
+static void ob__copy_str(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : ""); }
+
+OB_DEF int ob_run_options_preset(ob_run_options *o, const char *preset) {
+    memset(o, 0, sizeof *o);
+    ob_optim_config_default(&o->optim);
+    o->seed = 1337;
+    o->batch_tokens = 524288;
+    o->accum = 8;
+    o->val_batch_seqs = 64;
+    o->train_log_every = 100;
+    o->sliding_stride = 16;
+    o->sliding_batch = 256;
+    o->device = -1;
+    o->batch_schedule_fraction = 0.33;
+    o->sched.kind = OB_LR_LINEAR_WARMDOWN;
+    o->sched.iterations = 2000;
+    o->sched.warmdown_fraction = 0.15;
+    o->sched.warmup_steps = 5;
+    ob__copy_str(o->out_dir, sizeof o->out_dir, "logs");
+    ob__copy_str(o->checkpoint_dir, sizeof o->checkpoint_dir, "checkpoints");
+    ob__copy_str(o->preset, sizeof o->preset, preset);
+    snprintf(o->run_id, sizeof o->run_id, "onebit_%s", preset);
+    if (!strcmp(preset, "xnor-10min") || !strcmp(preset, "xnor-100k")) {
+        /* the XNOR seed's run script (run_cuda_xnor.sh) with the U-Net; 10 minutes: cap 600 s */
+        ob_config_preset(&o->model, "xnor-10min");
+        o->seed = 42;
+        o->optim.matrix_lr = 0.008f; o->optim.scalar_lr = 0.01f; o->optim.tied_embed_lr = 0.05f;
+        o->optim.muon_wd = 0.04f; o->optim.muon_momentum = 0.80f; o->optim.muon_momentum_warmup_start = 0.80f;
+        o->optim.muon_momentum_warmup_steps = 200; o->optim.adam_wd = 0.04f;
+        o->sched.kind = OB_LR_COSINE; o->sched.warmup_steps = 5; o->sched.warmdown_fraction = 0.3; o->sched.iterations = 100000;
+        o->batch_tokens = 65536;
+        o->seq_len_schedule = 1;
+        o->sliding_eval = 1; o->sliding_batch = 512; o->temp_scaling = 1;
+        if (!strcmp(preset, "xnor-10min")) o->sched.max_wallclock_ms = 600000.0;
+        else o->checkpoint_every = 10000;
+        return OB_OK;
+    }
+    if (!strcmp(preset, "binary-50k")) {
+        /* the binary seed's run script (run_cuda_binary.sh) */
+        ob_config_preset(&o->model, "binary-50k");
+        o->seed = 42;
+        o->sched.kind = OB_LR_LINEAR_WARMDOWN; o->sched.iterations = 50000; o->sched.warmdown_fraction = 0.2;
+        o->sliding_eval = 1; o->sliding_batch = 256; o->temp_scaling = 1;
+        o->checkpoint_every = 5000;
+        return OB_OK;
+    }
+    if (!strcmp(preset, "ternary-bitnet")) {
+        /* PR #126: BitNet b1.58 with depth recurrence and NorMuon; warmup 100, constant, cosine over
+         * the last 2,000 steps to 0.1x */
+        ob_config_preset(&o->model, "ternary-bitnet");
+        o->seed = 42;
+        o->optim.normuon = 1;
+        o->sched.kind = OB_LR_WARMUP_CONSTANT_COSINE; o->sched.iterations = 10000; o->sched.warmup_steps = 100;
+        o->sched.cooldown_steps = 2000; o->sched.final_fraction = 0.1;
+        o->sliding_eval = 1; o->sliding_stride = 512; o->sliding_batch = 64;
+        return OB_OK;
+    }
+    if (!strcmp(preset, "tiny") || !strcmp(preset, "embedded")) {
+        /* a small XNOR model that trains on two CPU cores; "embedded": about a minute on this
+         * repository's own text, bytes as tokens */
+        ob_config_preset(&o->model, "tiny");
+        o->optim.matrix_lr = 0.02f; o->optim.scalar_lr = 0.02f; o->optim.tied_embed_lr = 0.05f;
+        o->optim.muon_momentum_warmup_steps = 50;
+        o->batch_tokens = 2048; o->accum = 1;
+        o->sched.kind = OB_LR_LINEAR_WARMDOWN; o->sched.warmdown_fraction = 0.3; o->sched.iterations = 100000;
+        o->val_batch_seqs = 16; o->train_log_every = 10;
+        o->sliding_eval = 1; o->sliding_stride = 64; o->sliding_batch = 32; o->temp_scaling = 1;
+        if (!strcmp(preset, "embedded")) { o->sched.max_wallclock_ms = 60000.0; o->generate_tokens = 200; }
+        return OB_OK;
+    }
+    return ob_set_error(OB_ERR_ARG, "unknown preset '%s' (xnor-10min, xnor-100k, binary-50k, ternary-bitnet, tiny, embedded)", preset);
+}
+
+static int ob__opt_int64(const char *key, const char *v, int64_t *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end) return ob_set_error(OB_ERR_ARG, "%s: '%s' is not an integer", key, v);
+    *out = x;
+    return OB_OK;
+}
+static int ob__opt_double(const char *key, const char *v, double *out) {
+    *out = 0.0;
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x)) return ob_set_error(OB_ERR_ARG, "%s: '%s' is not a number", key, v);
+    *out = x;
+    return OB_OK;
+}
+static int ob__opt_intv(const char *key, const char *v, int *out) {
+    int64_t x = 0;
+    int r = ob__opt_int64(key, v, &x);
+    if (!r && (x < -2147483647LL || x > 2147483647LL)) r = ob_set_error(OB_ERR_ARG, "%s: '%s' is out of range", key, v);
+    if (!r) *out = (int)x;
+    return r;
+}
+
+/* Seed settings onebit accepts but does not need: what they did there, and why it does not apply. */
+static const char *ob__inert_setting(const char *key, const char *v) {
+    if (!strcmp(key, "USE_TRITON_KERNEL") || !strcmp(key, "USE_INT8_KERNEL"))
+        return "the seed's Triton / INT8 kernels are replaced by onebit's own (the XNOR tensor-core GEMM)";
+    if (!strcmp(key, "COMPILE_MODE")) return "torch.compile has no counterpart here";
+    if (!strcmp(key, "CHURN_LOG_EVERY") || !strcmp(key, "WARMUP_STEPS")) return "a diagnostic / compile warm-up of the seed";
+    if (!strcmp(key, "SIGN_COMPRESS_REG") || !strcmp(key, "BIGRAM_HASH") || !strcmp(key, "MTP_HEADS") || !strcmp(key, "TRAINING_DEPTH_RECURRENCE") ||
+        !strcmp(key, "EVAL_DEPTH_RECURRENCE") || !strcmp(key, "DIFF_ATTN") || !strcmp(key, "REFINER") || !strcmp(key, "MLP_GROUPS") ||
+        !strcmp(key, "UNTIE_AT_FRACTION") || !strcmp(key, "SEQ_LEN_START") || !strcmp(key, "TVERSKY_NUM_FEATURES") ||
+        !strcmp(key, "TVERSKY_FEATURE_POOLS"))
+        return (!strcmp(v, "0") || !strcmp(v, "0.0") || !strcmp(v, "0.00")) ? "off in every published run" : NULL;
+    if (!strcmp(key, "ATTN_PROJ_TYPE") || !strcmp(key, "LOGIT_HEAD_TYPE")) return !strcmp(v, "standard") ? "the standard layer" : NULL;
+    if (!strcmp(key, "TVERSKY_MEMBERSHIP") || !strcmp(key, "REFINER_KERNEL") || !strcmp(key, "CORR_WEIGHT_LR") || !strcmp(key, "SEQ_SCHEDULE_FRACTION"))
+        return "only read by features that are off";
+    return NULL;
+}
+
+OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *v, FILE *notices) {
+    int r;
+    double d;
+    if (!strcmp(key, "DATA_PATH")) { ob__copy_str(o->data_path, sizeof o->data_path, v); return OB_OK; }
+    if (!strcmp(key, "TOKENIZER_PATH")) { ob__copy_str(o->tokenizer_path, sizeof o->tokenizer_path, v); return OB_OK; }
+    if (!strcmp(key, "RUN_ID")) { ob__copy_str(o->run_id, sizeof o->run_id, v); return OB_OK; }
+    if (!strcmp(key, "CHECKPOINT_DIR")) { ob__copy_str(o->checkpoint_dir, sizeof o->checkpoint_dir, v); return OB_OK; }
+    if (!strcmp(key, "OUT_DIR")) { ob__copy_str(o->out_dir, sizeof o->out_dir, v); return OB_OK; }
+    if (!strcmp(key, "SEED")) { int64_t x = 0; r = ob__opt_int64(key, v, &x); if (!r) o->seed = (uint64_t)x; return r; }
+    if (!strcmp(key, "ITERATIONS")) return ob__opt_intv(key, v, &o->sched.iterations);
+    if (!strcmp(key, "MAX_WALLCLOCK_SECONDS")) { r = ob__opt_double(key, v, &d); if (!r) o->sched.max_wallclock_ms = d > 0 ? 1000.0 * d : 0.0; return r; }
+    if (!strcmp(key, "WARMDOWN_FRACTION")) return ob__opt_double(key, v, &o->sched.warmdown_fraction);
+    if (!strcmp(key, "LR_WARMUP_STEPS")) return ob__opt_intv(key, v, &o->sched.warmup_steps);
+    if (!strcmp(key, "LR_SCHEDULE")) {
+        if (!strcmp(v, "linear")) o->sched.kind = OB_LR_LINEAR_WARMDOWN;
+        else if (!strcmp(v, "cosine")) o->sched.kind = OB_LR_COSINE;
+        else if (!strcmp(v, "warmup_constant_cosine")) o->sched.kind = OB_LR_WARMUP_CONSTANT_COSINE;
+        else return ob_set_error(OB_ERR_ARG, "%s: '%s' is not linear, cosine or warmup_constant_cosine", key, v);
+        return OB_OK;
+    }
+    if (!strcmp(key, "COOLDOWN_STEPS")) return ob__opt_intv(key, v, &o->sched.cooldown_steps);
+    if (!strcmp(key, "SEQ_LEN_SCHEDULE")) return ob__opt_intv(key, v, &o->seq_len_schedule);
+    if (!strcmp(key, "TRAIN_BATCH_TOKENS")) return ob__opt_int64(key, v, &o->batch_tokens);
+    if (!strcmp(key, "GRAD_ACCUM")) return ob__opt_intv(key, v, &o->accum);
+    if (!strcmp(key, "BATCH_TOKENS_START")) return ob__opt_int64(key, v, &o->batch_tokens_start);
+    if (!strcmp(key, "BATCH_SCHEDULE_FRACTION")) return ob__opt_double(key, v, &o->batch_schedule_fraction);
+    if (!strcmp(key, "VAL_MAX_TOKENS")) return ob__opt_int64(key, v, &o->val_max_tokens);
+    if (!strcmp(key, "VAL_LOSS_EVERY")) return ob__opt_intv(key, v, &o->val_loss_every);
+    if (!strcmp(key, "VAL_BATCH_SIZE")) { /* tokens in the seeds; windows here */
+        int64_t x = 0;
+        r = ob__opt_int64(key, v, &x);
+        if (!r) o->val_batch_seqs = (int)(x / 8 / (o->model.train_seq_len > 0 ? o->model.train_seq_len : 1)) > 0 ? (int)(x / 8 / o->model.train_seq_len) : 1;
+        return r;
+    }
+    if (!strcmp(key, "TRAIN_LOG_EVERY")) return ob__opt_intv(key, v, &o->train_log_every);
+    if (!strcmp(key, "SLIDING_EVAL")) return ob__opt_intv(key, v, &o->sliding_eval);
+    if (!strcmp(key, "SLIDING_EVAL_STRIDE")) return ob__opt_intv(key, v, &o->sliding_stride);
+    if (!strcmp(key, "SLIDING_BATCH_SIZE")) return ob__opt_intv(key, v, &o->sliding_batch);
+    if (!strcmp(key, "TEMP_SCALING")) return ob__opt_intv(key, v, &o->temp_scaling);
+    if (!strcmp(key, "CHECKPOINT_EVERY")) return ob__opt_intv(key, v, &o->checkpoint_every);
+    if (!strcmp(key, "GENERATE_TOKENS")) return ob__opt_intv(key, v, &o->generate_tokens);
+    const char *note = NULL;
+    r = ob_optim_config_set(&o->optim, key, v, &note);
+    if (r == OB_OK) { if (note && notices) fprintf(notices, "notice: %s=%s: %s\n", key, v, note); return OB_OK; }
+    if (r != OB_ERR_ARG || strstr(ob_last_error(), "unknown optimizer setting") == NULL) return r;
+    r = ob_config_set(&o->model, key, v);
+    if (r == OB_OK || strstr(ob_last_error(), "unknown model setting") == NULL) return r;
+    const char *inert = ob__inert_setting(key, v);
+    if (inert) { if (notices) fprintf(notices, "notice: %s=%s ignored: %s\n", key, v, inert); return OB_OK; }
+    return ob_set_error(OB_ERR_ARG, "unknown setting %s=%s", key, v);
+}
+
+OB_DEF int ob_run_options_from_env(ob_run_options *o, FILE *notices) {
+    static const char *names[] = {
+        "DATA_PATH", "TOKENIZER_PATH", "RUN_ID", "SEED", "VAL_BATCH_SIZE", "VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "SLIDING_EVAL",
+        "SLIDING_EVAL_STRIDE", "SLIDING_BATCH_SIZE", "TEMP_SCALING", "ITERATIONS", "WARMDOWN_FRACTION", "LR_WARMUP_STEPS",
+        "LR_SCHEDULE", "SEQ_LEN_SCHEDULE", "TRAIN_BATCH_TOKENS", "TRAIN_SEQ_LEN", "MAX_WALLCLOCK_SECONDS", "VOCAB_SIZE",
+        "NUM_LAYERS", "NUM_KV_HEADS", "MODEL_DIM", "NUM_HEADS", "MLP_MULT", "TIE_EMBEDDINGS", "EMBED_DIM", "ACTIVATION",
+        "ROPE_BASE", "ROPE_TYPE", "YARN_MAX_LEN", "QK_GAIN_INIT", "LOGIT_SOFTCAP", "SOFTCAP_TYPE", "TIED_EMBED_INIT_STD",
+        "SMEAR", "ATTN_RES", "XNOR_GROUP_SIZE", "BITNET_GROUP_SIZE", "BINARIZE_ACTIVATIONS", "USE_INT8_KERNEL",
+        "USE_TRITON_KERNEL", "FP_STORAGE", "SCALE_STORAGE", "SIGN_COMPRESS_REG", "MATRIX_OPTIMIZER", "MATRIX_LR", "SCALAR_LR",
+        "TIED_EMBED_LR", "EMBED_LR", "HEAD_LR", "MUON_MOMENTUM", "MUON_BACKEND_STEPS", "MUON_WD", "USE_GRAM_NS",
+        "MUON_MOMENTUM_WARMUP_START", "MUON_MOMENTUM_WARMUP_STEPS", "ADAM_LR", "ADAM_WD", "BETA1", "BETA2", "ADAM_EPS",
+        "GRAD_CLIP_NORM", "EMA", "EMA_DECAY", "EMA_START_FRACTION", "CHECKPOINT_EVERY", "CHECKPOINT_DIR", "COMPILE_MODE",
+        "CHURN_LOG_EVERY", "BATCH_TOKENS_START", "BATCH_SCHEDULE_FRACTION", "SEQ_LEN_START", "SEQ_SCHEDULE_FRACTION",
+        "VAL_MAX_TOKENS", "WARMUP_STEPS", "BIGRAM_HASH", "MTP_HEADS", "TRAINING_DEPTH_RECURRENCE", "EVAL_DEPTH_RECURRENCE",
+        "DIFF_ATTN", "REFINER", "REFINER_KERNEL", "MLP_GROUPS", "UNTIE_AT_FRACTION", "ATTN_PROJ_TYPE", "LOGIT_HEAD_TYPE",
+        "TVERSKY_MEMBERSHIP", "TVERSKY_NUM_FEATURES", "TVERSKY_FEATURE_POOLS", "CORR_WEIGHT_LR", "NORMUON"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *v = getenv(names[i]);
+        if (!v) continue;
+        int r = ob_run_options_set(o, names[i], v, notices);
+        if (r) return ob_set_error(r, "environment variable %s=%s: %s", names[i], v, ob_last_error());
+    }
+    return OB_OK;
+}
+
+OB_DEF void ob_run_options_usage(FILE *f, const char *program) {
+    fprintf(f,
+            "usage: %s [--preset NAME] [flags]\n"
+            "  --preset NAME        xnor-10min | xnor-100k | binary-50k | ternary-bitnet | tiny | embedded (must come first)\n"
+            "  --data DIR           shards fineweb_train_*.bin / fineweb_val_*.bin (default: DATA_PATH, else the embedded default)\n"
+            "  --tokenizer FILE     SentencePiece .model for bits per byte (TOKENIZER_PATH)\n"
+            "  --iterations N       step cap (ITERATIONS)\n"
+            "  --max-seconds S      wall-clock cap on training (MAX_WALLCLOCK_SECONDS)\n"
+            "  --seed N             (SEED)\n"
+            "  --out DIR            logs, plot and artifact (default logs)\n"
+            "  --checkpoint-every N checkpoints every N steps into --checkpoint-dir (default checkpoints)\n"
+            "  --resume             continue from the newest valid checkpoint\n"
+            "  --grad-clip X        clip the global gradient norm (onebit's option; the seeds never clip)\n"
+            "  --cpu | --gpu        choose the device (default: the GPU when there is one)\n"
+            "  --set KEY=VALUE      any seed environment variable (NUM_LAYERS, MATRIX_LR, BINARIZE_ACTIVATIONS, ...)\n"
+            "Every seed environment variable is read first; flags override it.\n", program);
+}
+
+OB_DEF int ob_run_options_from_args(ob_run_options *o, int argc, char **argv, FILE *notices) {
+    int i = 1;
+    if (argc > 2 && !strcmp(argv[1], "--preset")) {
+        int r = ob_run_options_preset(o, argv[2]);
+        if (r) return r;
+        i = 3;
+    }
+    int r = ob_run_options_from_env(o, notices);
+    if (r) return r;
+    for (; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--resume")) { o->resume = 1; continue; }
+        if (!strcmp(f, "--cpu")) { o->device = 0; continue; }
+        if (!strcmp(f, "--gpu")) { o->device = 1; continue; }
+        if (!strcmp(f, "--preset")) return ob_set_error(OB_ERR_ARG, "--preset must be the first flag");
+        if (i + 1 >= argc) return ob_set_error(OB_ERR_ARG, "flag %s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--data")) r = ob_run_options_set(o, "DATA_PATH", v, notices);
+        else if (!strcmp(f, "--tokenizer")) r = ob_run_options_set(o, "TOKENIZER_PATH", v, notices);
+        else if (!strcmp(f, "--iterations")) r = ob_run_options_set(o, "ITERATIONS", v, notices);
+        else if (!strcmp(f, "--max-seconds")) r = ob_run_options_set(o, "MAX_WALLCLOCK_SECONDS", v, notices);
+        else if (!strcmp(f, "--seed")) r = ob_run_options_set(o, "SEED", v, notices);
+        else if (!strcmp(f, "--out")) r = ob_run_options_set(o, "OUT_DIR", v, notices);
+        else if (!strcmp(f, "--checkpoint-every")) r = ob_run_options_set(o, "CHECKPOINT_EVERY", v, notices);
+        else if (!strcmp(f, "--checkpoint-dir")) r = ob_run_options_set(o, "CHECKPOINT_DIR", v, notices);
+        else if (!strcmp(f, "--grad-clip")) r = ob_run_options_set(o, "grad_clip_norm", v, notices);
+        else if (!strcmp(f, "--set")) {
+            const char *eq = strchr(v, '=');
+            if (!eq) return ob_set_error(OB_ERR_ARG, "--set %s: expected KEY=VALUE", v);
+            char key[128];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
+            r = ob_run_options_set(o, key, eq + 1, notices);
+        } else return ob_set_error(OB_ERR_ARG, "unknown flag %s", f);
+        if (r) return ob_set_error(r, "%s %s: %s", f, v, ob_last_error());
+    }
+    if (o->batch_tokens % ((int64_t)o->accum * o->model.train_seq_len))
+        return ob_set_error(OB_ERR_ARG, "TRAIN_BATCH_TOKENS %lld is not a multiple of %d micro-batches x TRAIN_SEQ_LEN %d",
+                            (long long)o->batch_tokens, o->accum, o->model.train_seq_len);
+    return ob_config_validate(&o->model);
+}
+
+/* ---- the CPU backend ---- */
+static int ob__cpu_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale,
+                              float momentum, float *loss) {
+    return ob_train_step(b->host, b->host_opt, s, batch_tokens, seq_len, accum, lr_scale, momentum, loss);
+}
+static int ob__cpu_sync(ob_backend *b, int with_optimizer) { (void)b; (void)with_optimizer; return OB_OK; }
+OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o) {
+    memset(b, 0, sizeof *b);
+    b->name = "cpu";
+    b->ctx = m;
+    b->host = m;
+    b->host_opt = o;
+    b->train_step = ob__cpu_train_step;
+    b->score = ob_model_scorer;
+    b->pull = ob__cpu_sync;
+    b->push = ob__cpu_sync;
+}
+
+/* ---- the embedded default: this repository's own text, bytes as tokens ---- */
+static int ob__embedded_tokens(ob_run *r) {
+#if defined(__unix__) || defined(__APPLE__)
+    static const char *dirs[] = {".", "examples", "tests"};
+    char **names = NULL;
+    int n = 0, cap = 0;
+    for (int d = 0; d < 3; d++) {
+        DIR *dp = opendir(dirs[d]);
+        struct dirent *e;
+        while (dp && (e = readdir(dp))) {
+            const char *nm = e->d_name;
+            size_t l = strlen(nm);
+            int ok = (l > 2 && (!strcmp(nm + l - 2, ".h") || !strcmp(nm + l - 2, ".c"))) || (l > 3 && (!strcmp(nm + l - 3, ".cu") || !strcmp(nm + l - 3, ".md"))) ||
+                     (l > 4 && !strcmp(nm + l - 4, ".cuh")) || !strcmp(nm, "Makefile");
+            if (!ok || nm[0] == '.') continue;
+            if (n == cap) { cap = cap ? 2 * cap : 64; names = (char **)realloc(names, (size_t)cap * sizeof *names); }
+            names[n] = (char *)malloc(strlen(dirs[d]) + l + 2);
+            sprintf(names[n], "%s/%s", dirs[d], nm);
+            n++;
+        }
+        if (dp) closedir(dp);
+    }
+    qsort(names, (size_t)n, sizeof *names, ob__str_cmp);
+    size_t total = 0, capb = 1 << 20;
+    int32_t *tok = (int32_t *)malloc(capb * sizeof(int32_t));
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        uint8_t *txt = ob__read_file(names[i], &len);
+        if (txt) {
+            if (total + len + 1 > capb) { while (total + len + 1 > capb) capb *= 2; tok = (int32_t *)realloc(tok, capb * sizeof(int32_t)); }
+            for (size_t k = 0; k < len; k++) tok[total++] = txt[k];
+            tok[total++] = '\n';
+            free(txt);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (total < 20000) { free(tok); return ob_set_error(OB_ERR_IO, "embedded default: found only %zu bytes of text here (run from the repository root)", total); }
+    r->embedded = tok;
+    r->embedded_n = total;
+    r->embedded_split = total - total / 10; /* the last tenth is the validation text */
+    return OB_OK;
+#else
+    (void)r;
+    return ob_set_error(OB_ERR_UNSUPPORTED, "embedded default: needs POSIX directories");
+#endif
+}
+
+static ob_run *ob__signal_run;
+#if defined(__unix__) || defined(__APPLE__)
+static void ob__on_signal(int sig) { (void)sig; if (ob__signal_run) ob__signal_run->stop_signal = 1; }
+#endif
+
+OB_DEF void ob_run_log(ob_run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+    if (r->log) {
+        va_start(ap, fmt);
+        vfprintf(r->log, fmt, ap);
+        va_end(ap);
+        fprintf(r->log, "\n");
+        fflush(r->log);
+    }
+}
+
+OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o) {
+    memset(r, 0, sizeof *r);
+    r->opt = *o;
+    int e;
+    int train_seq = o->model.train_seq_len;
+    if (!o->data_path[0]) {
+        /* the embedded default: vocabulary 256, the tokenizer of bytes */
+        if (o->model.vocab_size != 256) return ob_set_error(OB_ERR_ARG, "the embedded default (no DATA_PATH) trains on bytes: VOCAB_SIZE must be 256, not %d", o->model.vocab_size);
+        if ((e = ob__embedded_tokens(r))) return e;
+        ob_tokenizer_init_bytes(&r->tok);
+        if ((e = ob_token_stream_open_memory(&r->train, r->embedded, r->embedded_split, 256))) return e;
+        if ((e = ob_val_open_memory(&r->val, r->embedded + r->embedded_split, r->embedded_n - r->embedded_split, train_seq, 256))) return e;
+    } else {
+        if (o->tokenizer_path[0]) {
+            if ((e = ob_tokenizer_load(&r->tok, o->tokenizer_path))) return e;
+            if (r->tok.vocab_size > o->model.vocab_size)
+                return ob_set_error(OB_ERR_ARG, "%s has %d pieces but VOCAB_SIZE is %d", o->tokenizer_path, r->tok.vocab_size, o->model.vocab_size);
+        } else ob_tokenizer_init_bytes(&r->tok);
+        if ((e = ob_token_stream_open(&r->train, o->data_path, "fineweb_train_", o->model.vocab_size))) return e;
+        if ((e = ob_val_open(&r->val, o->data_path, "fineweb_val_", train_seq, o->val_max_tokens, o->model.vocab_size))) return e;
+    }
+    if ((e = ob_bpb_tables_init(&r->bpb, &r->tok, o->model.vocab_size))) return e;
+    if ((e = ob_model_init(&r->model, &o->model))) return e;
+    ob_model_init_weights(&r->model, o->seed);
+    if ((e = ob_optimizer_init(&r->optim, &r->model, &o->optim))) return e;
+    r->n_stages = o->seq_len_schedule ? ob_seq_len_stages(train_seq, r->stages) : 1;
+    if (!o->seq_len_schedule) r->stages[0] = train_seq;
+#if defined(__unix__) || defined(__APPLE__)
+    mkdir(o->out_dir, 0755);
+#endif
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.txt", o->out_dir, o->run_id);
+    r->log = fopen(path, "a");
+    snprintf(path, sizeof path, "%s/%s.jsonl", o->out_dir, o->run_id);
+    r->jsonl = fopen(path, "a");
+    if (!r->log || !r->jsonl) return ob_set_error(OB_ERR_IO, "%s: cannot open the run's logs: %s", path, strerror(errno));
+    if (o->resume) {
+        char ck[1200];
+        if (ob_checkpoint_latest(o->checkpoint_dir, ck, sizeof ck) == OB_OK) {
+            if ((e = ob_checkpoint_load(r, ck))) return e;
+            ob_run_log(r, "resumed from %s at step %lld (%.0f ms of training)", ck, (long long)r->step, r->elapsed_ms);
+        } else ob_run_log(r, "no checkpoint in %s: starting fresh", o->checkpoint_dir);
+    }
+    return OB_OK;
+}
+
+static void ob__hist_push(ob_run *r, float **h, int *n, float step, float v) {
+    if (*n + 1 > r->cap_hist) {
+        r->cap_hist = r->cap_hist ? 2 * r->cap_hist : 1024;
+        r->hist = (float *)realloc(r->hist, (size_t)r->cap_hist * 2 * sizeof(float));
+        r->val_hist = (float *)realloc(r->val_hist, (size_t)r->cap_hist * 2 * sizeof(float));
+        h = h == &r->hist ? &r->hist : &r->val_hist;
+    }
+    (*h)[2 * *n] = step;
+    (*h)[2 * *n + 1] = v;
+    (*n)++;
+}
+
+OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out) {
+    return ob_eval_val(r->be.score, r->be.ctx, &r->val, &r->bpb, r->opt.model.train_seq_len, r->opt.val_batch_seqs, temperature, 1,
+                       r->opt.model.z_loss, 0, 1, out);
+}
+
+static int ob__run_validate(ob_run *r) {
+    ob_eval_result ev;
+    int e = ob_run_eval(r, 1.0f, &ev);
+    if (e) return e;
+    ob_run_log(r, "step:%lld/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms", (long long)r->step, r->opt.sched.iterations, ev.val_loss, ev.bpb, r->elapsed_ms);
+    fprintf(r->jsonl, "{\"step\":%lld,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_ms\":%.1f}\n", (long long)r->step, ev.val_loss, ev.bpb, r->elapsed_ms);
+    fflush(r->jsonl);
+    ob__hist_push(r, &r->val_hist, &r->n_val_hist, (float)r->step, (float)ev.val_loss);
+    return OB_OK;
+}
+
+OB_DEF int ob_run_train(ob_run *r) {
+    const ob_run_options *o = &r->opt;
+    if (!r->be.train_step) return ob_set_error(OB_ERR_ARG, "run: no backend attached");
+    ob__signal_run = r;
+#if defined(__unix__) || defined(__APPLE__)
+    signal(SIGINT, ob__on_signal);
+    signal(SIGTERM, ob__on_signal);
+#endif
+    size_t nparams = r->model.n_params;
+    ob_run_log(r, "onebit | %s on %s | params:%zu L:%d d:%d h:%d kv:%d mlp:%dx act:%s xnor_act:%d g:%d | %lld tokens/step in %d micro-batches",
+               o->preset, r->be.name, nparams, o->model.num_layers, o->model.model_dim, o->model.num_heads, o->model.num_kv_heads,
+               o->model.mlp_mult, ob_activation_name(o->model.activation), o->model.binarize_act, o->model.group_size,
+               (long long)o->batch_tokens, o->accum);
+    double cap = o->sched.max_wallclock_ms;
+    int e = OB_OK;
+    double t_start = ob_now_ms(), base = r->elapsed_ms, log_t = t_start;
+    int64_t log_step = r->step;
+    for (;;) {
+        double elapsed = base + (ob_now_ms() - t_start);
+        int done = r->step >= o->sched.iterations || (cap > 0 && elapsed >= cap);
+        if (o->val_loss_every > 0 && r->step % o->val_loss_every == 0 && !done) {
+            double t = ob_now_ms();
+            if ((e = ob__run_validate(r))) break;
+            t_start += ob_now_ms() - t; /* evaluation is not training time */
+        }
+        if (done) {
+            r->elapsed_ms = elapsed;
+            if (cap > 0 && elapsed >= cap && r->step < o->sched.iterations)
+                ob_run_log(r, "stopping_early: wallclock_cap train_time:%.0fms step:%lld/%d", elapsed, (long long)r->step, o->sched.iterations);
+            break;
+        }
+        float lr = ob_lr_multiplier(&o->sched, r->step, elapsed);
+        float mom = ob_muon_momentum_at(&o->optim, r->step);
+        int seq = ob_seq_len_at(r->stages, r->n_stages, r->step, o->sched.iterations, elapsed, cap);
+        int64_t bt = ob_batch_tokens_at(o->batch_tokens_start, o->batch_tokens, o->batch_schedule_fraction, r->step, o->sched.iterations, elapsed, cap);
+        float loss = 0.0f;
+        e = r->be.train_step(&r->be, &r->train, bt, seq, o->accum, lr, mom, &loss);
+        if (e == OB_ERR_NUMERIC && o->on_nonfinite == 1) {
+            ob_run_log(r, "step:%lld skipped: %s", (long long)r->step, ob_last_error());
+            e = OB_OK;
+            r->step++;
+            continue;
+        }
+        if (e) break;
+        r->step++;
+        if (r->optim.ema) ob_ema_update(&r->optim, o->sched.max_wallclock_ms > 0 ? elapsed >= o->optim.ema_start_fraction * cap
+                                                                               : r->step >= (int64_t)(o->sched.iterations * o->optim.ema_start_fraction));
+        ob__hist_push(r, &r->hist, &r->n_hist, (float)r->step, loss);
+        double now = ob_now_ms();
+        r->elapsed_ms = base + (now - t_start);
+        if (o->train_log_every > 0 && r->step % o->train_log_every == 0) {
+            double dt = now - log_t, per = dt / (double)(r->step - log_step);
+            double tps = (double)bt * (double)(r->step - log_step) / (dt > 0 ? dt : 1e-9) * 1e3;
+            double remaining = cap > 0 ? (cap - r->elapsed_ms) : per * (double)(o->sched.iterations - r->step);
+            ob_run_log(r, "step:%lld/%d loss:%.4f t:%.0fms step_avg:%.1fms tok/s:%.0f lr:%.3f seq:%d eta:%.0fs", (long long)r->step, o->sched.iterations,
+                       loss, r->elapsed_ms, r->elapsed_ms / (double)r->step, tps, lr, seq, remaining > 0 ? remaining / 1e3 : 0.0);
+            fprintf(r->jsonl, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6f,\"seq_len\":%d,\"train_ms\":%.1f,\"tokens_per_s\":%.0f}\n",
+                    (long long)r->step, loss, lr, seq, r->elapsed_ms, tps);
+            fflush(r->jsonl);
+            log_t = now;
+            log_step = r->step;
+        }
+        if ((o->checkpoint_every > 0 && r->step % o->checkpoint_every == 0) || r->stop_signal) {
+            double t = ob_now_ms();
+            if ((e = ob_checkpoint_save(r))) break;
+            t_start += ob_now_ms() - t;
+        }
+        if (r->stop_signal) { e = ob_set_error(OB_ERR_ARG, "interrupted at step %lld: checkpoint written to %s", (long long)r->step, o->checkpoint_dir); break; }
+    }
+    ob__signal_run = NULL;
+    return e;
+}
+
+OB_DEF int ob_run_plot(ob_run *r) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.svg", r->opt.out_dir, r->opt.run_id);
+    FILE *f = fopen(path, "w");
+    if (!f) return ob_set_error(OB_ERR_IO, "%s: cannot write the plot: %s", path, strerror(errno));
+    float xmax = 1, ymin = 1e30f, ymax = -1e30f;
+    for (int i = 0; i < r->n_hist; i++) { float y = r->hist[2 * i + 1]; if (r->hist[2 * i] > xmax) xmax = r->hist[2 * i]; if (y < ymin) ymin = y; if (y > ymax) ymax = y; }
+    for (int i = 0; i < r->n_val_hist; i++) { float y = r->val_hist[2 * i + 1]; if (r->val_hist[2 * i] > xmax) xmax = r->val_hist[2 * i]; if (y < ymin) ymin = y; if (y > ymax) ymax = y; }
+    if (ymax <= ymin) { ymin -= 1; ymax += 1; }
+    const float W = 800, H = 480, L = 60, B = 40;
+#define OB__X(v) (L + (v) / xmax * (W - L - 20))
+#define OB__Y(v) (H - B - ((v) - ymin) / (ymax - ymin) * (H - B - 20))
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"14\">%s: train loss (blue), validation loss (red)</text>\n", L, r->opt.run_id);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H - B, W - 20, H - B);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"20\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, L, H - B);
+    for (int k = 0; k <= 4; k++) {
+        float y = ymin + (ymax - ymin) * k / 4, x = xmax * k / 4;
+        fprintf(f, "<text x=\"4\" y=\"%.1f\">%.2f</text><text x=\"%.1f\" y=\"%.0f\">%.0f</text>\n", OB__Y(y) + 4, y, OB__X(x) - 10, H - B + 16, x);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const float *h = pass ? r->val_hist : r->hist;
+        int n = pass ? r->n_val_hist : r->n_hist;
+        if (!n) continue;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", pass ? "red" : "steelblue");
+        int stride = n > 2000 ? n / 2000 : 1;
+        for (int i = 0; i < n; i += stride) fprintf(f, "%.1f,%.1f ", OB__X(h[2 * i]), OB__Y(h[2 * i + 1]));
+        fprintf(f, "\"/>\n");
+    }
+#undef OB__X
+#undef OB__Y
+    fprintf(f, "</svg>\n");
+    fclose(f);
+    return OB_OK;
+}
+
+OB_DEF void ob_run_free(ob_run *r) {
+    if (r->be.destroy) r->be.destroy(&r->be);
+    if (r->log) fclose(r->log);
+    if (r->jsonl) fclose(r->jsonl);
+    ob_val_close(&r->val);
+    ob_token_stream_close(&r->train);
+    ob_bpb_tables_free(&r->bpb);
+    ob_tokenizer_free(&r->tok);
+    ob_optimizer_free(&r->optim);
+    ob_model_free(&r->model);
+    free(r->embedded);
+    free(r->hist);
+    free(r->val_hist);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- checkpoints ---- */
+#define OB__CKPT_MAGIC "OB1C"
+#define OB__CKPT_VERSION 1
+
+OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap) {
+#if defined(__unix__) || defined(__APPLE__)
+    DIR *d = opendir(dir);
+    if (!d) return ob_set_error(OB_ERR_IO, "%s: no checkpoint folder", dir);
+    struct dirent *e;
+    long long best = -1;
+    while ((e = readdir(d))) {
+        long long st;
+        char tail[16];
+        if (sscanf(e->d_name, "ckpt_%lld.%15s", &st, tail) == 2 && !strcmp(tail, "ob1c") && st > best) best = st;
+    }
+    closedir(d);
+    if (best < 0) return ob_set_error(OB_ERR_IO, "%s: no checkpoint", dir);
+    snprintf(path, cap, "%s/ckpt_%010lld.ob1c", dir, best);
+    return OB_OK;
+#else
+    (void)dir; (void)path; (void)cap;
+    return ob_set_error(OB_ERR_UNSUPPORTED, "checkpoints need POSIX directories");
+#endif
+}
+
+OB_DEF int ob_checkpoint_save(ob_run *r) {
+    int e;
+    if (r->be.pull && (e = r->be.pull(&r->be, 1))) return e;
+    const ob_model *m = &r->model;
+    const ob_optimizer *o = &r->optim;
+    char hdr[1024];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "preset=%s\nstep=%lld\nelapsed_ms=%.3f\nstream_file=%d\nstream_pos=%zu\nn_params=%zu\nopt_step=%lld\nema=%d\nema_started=%d\n"
+                      "ema_steps=%d\nseed=%llu\nmodel_hash=%016llx\n",
+                      r->opt.preset, (long long)r->step, r->elapsed_ms, r->train.file_idx, r->train.pos, m->n_params, (long long)o->step,
+                      o->ema != NULL, o->ema_started, o->ema_steps, (unsigned long long)r->opt.seed,
+                      (unsigned long long)ob_fnv1a64_ckpt(&m->cfg, sizeof m->cfg));
+    size_t n = m->n_params * sizeof(float);
+    const void *parts[8];
+    size_t sizes[8];
+    int np = 0;
+    uint8_t fixed[24];
+    memcpy(fixed, OB__CKPT_MAGIC, 4);
+    uint32_t ver = OB__CKPT_VERSION, hlen = (uint32_t)hl;
+    memcpy(fixed + 4, &ver, 4);
+    memcpy(fixed + 8, &hlen, 4);
+    uint64_t h = ob_fnv1a64_ckpt(hdr, (size_t)hl);
+    const float *arrays[5] = {m->params, o->m1, o->m2, o->momentum, o->ema};
+    int n_arrays = o->ema ? 5 : 4;
+    for (int i = 0; i < n_arrays; i++) h = ob_fnv1a64_ckpt_continue(h, arrays[i], n);
+    memcpy(fixed + 12, &h, 8);
+    memset(fixed + 20, 0, 4);
+    parts[np] = fixed; sizes[np++] = 24;
+    parts[np] = hdr; sizes[np++] = (size_t)hl;
+    for (int i = 0; i < n_arrays; i++) { parts[np] = arrays[i]; sizes[np++] = n; }
+#if defined(__unix__) || defined(__APPLE__)
+    mkdir(r->opt.checkpoint_dir, 0755);
+#endif
+    char prev[1200], path[1200];
+    int had_prev = ob_checkpoint_latest(r->opt.checkpoint_dir, prev, sizeof prev) == OB_OK;
+    snprintf(path, sizeof path, "%s/ckpt_%010lld.ob1c", r->opt.checkpoint_dir, (long long)r->step);
+    if ((e = ob__write_file_atomic(path, parts, sizes, np))) return e;
+    if (had_prev && strcmp(prev, path)) remove(prev); /* only once the new one is whole */
+    ob_run_log(r, "step:%lld checkpoint %s", (long long)r->step, path);
+    return OB_OK;
+}
+
+OB_DEF int ob_checkpoint_load(ob_run *r, const char *path) {
+    size_t n;
+    uint8_t *b = ob__read_file(path, &n);
+    if (!b) return OB_ERR_IO;
+    ob_model *m = &r->model;
+    ob_optimizer *o = &r->optim;
+    int e = OB_OK;
+    uint32_t ver = 0, hlen = 0;
+    uint64_t h = 0;
+    if (n < 24 || memcmp(b, OB__CKPT_MAGIC, 4)) { e = ob_set_error(OB_ERR_FORMAT, "%s: not a onebit checkpoint", path); goto done; }
+    memcpy(&ver, b + 4, 4);
+    memcpy(&hlen, b + 8, 4);
+    memcpy(&h, b + 12, 8);
+    if (ver != OB__CKPT_VERSION) { e = ob_set_error(OB_ERR_FORMAT, "%s: checkpoint version %u, this build reads %d", path, ver, OB__CKPT_VERSION); goto done; }
+    if (hlen > n - 24 || hlen > 4096) { e = ob_set_error(OB_ERR_FORMAT, "%s: truncated checkpoint header", path); goto done; }
+    {
+        char hdr[4100];
+        memcpy(hdr, b + 24, hlen);
+        hdr[hlen] = 0;
+        long long step = -1, opt_step = -1;
+        double elapsed = -1;
+        int sf = -1, ema = -1, ema_started = 0, ema_steps = 0;
+        size_t sp = 0, np = 0;
+        unsigned long long mh = 0;
+        const char *p;
+        if ((p = strstr(hdr, "step="))) step = atoll(p + 5);
+        if ((p = strstr(hdr, "elapsed_ms="))) elapsed = atof(p + 11);
+        if ((p = strstr(hdr, "stream_file="))) sf = atoi(p + 12);
+        if ((p = strstr(hdr, "stream_pos="))) sp = (size_t)strtoull(p + 11, NULL, 10);
+        if ((p = strstr(hdr, "n_params="))) np = (size_t)strtoull(p + 9, NULL, 10);
+        if ((p = strstr(hdr, "opt_step="))) opt_step = atoll(p + 9);
+        if ((p = strstr(hdr, "\nema="))) ema = atoi(p + 5);
+        if ((p = strstr(hdr, "ema_started="))) ema_started = atoi(p + 12);
+        if ((p = strstr(hdr, "ema_steps="))) ema_steps = atoi(p + 10);
+        if ((p = strstr(hdr, "model_hash="))) mh = strtoull(p + 11, NULL, 16);
+        if (step < 0 || elapsed < 0 || sf < 0 || opt_step < 0 || ema < 0) { e = ob_set_error(OB_ERR_FORMAT, "%s: checkpoint header is incomplete", path); goto done; }
+        if (np != m->n_params || mh != ob_fnv1a64_ckpt(&m->cfg, sizeof m->cfg))
+            { e = ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint's model (%zu parameters) is not this run's (%zu): different settings", path, np, m->n_params); goto done; }
+        if ((ema != 0) != (o->ema != NULL)) { e = ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint %s an EMA, this run %s", path, ema ? "has" : "has no", o->ema ? "keeps one" : "keeps none"); goto done; }
+        int n_arrays = ema ? 5 : 4;
+        size_t bytes = m->n_params * sizeof(float);
+        if (n != 24 + hlen + (size_t)n_arrays * bytes) { e = ob_set_error(OB_ERR_FORMAT, "%s: %zu bytes, expected %zu (truncated?)", path, n, 24 + hlen + (size_t)n_arrays * bytes); goto done; }
+        uint64_t hh = ob_fnv1a64_ckpt(b + 24, hlen);
+        for (int i = 0; i < n_arrays; i++) hh = ob_fnv1a64_ckpt_continue(hh, b + 24 + hlen + (size_t)i * bytes, bytes);
+        if (hh != h) { e = ob_set_error(OB_ERR_FORMAT, "%s: checksum mismatch (corrupted)", path); goto done; }
+        if ((e = ob_token_stream_seek(&r->train, sf, sp))) { e = ob_set_error(e, "%s: %s", path, ob_last_error()); goto done; }
+        float *dst[5] = {m->params, o->m1, o->m2, o->momentum, o->ema};
+        for (int i = 0; i < n_arrays; i++) memcpy(dst[i], b + 24 + hlen + (size_t)i * bytes, bytes);
+        r->step = step;
+        r->elapsed_ms = elapsed;
+        o->step = opt_step;
+        o->ema_started = ema_started;
+        o->ema_steps = ema_steps;
+        m->quantized = 0;
+        if (r->be.push) e = r->be.push(&r->be, 1);
+    }
+done:
+    free(b);
+    return e;
 }
 
 #endif /* ONEBIT_MUON_IMPLEMENTATION */

@@ -111,6 +111,15 @@ OB_DEF void ob_pack_trits(const float *q, size_t n, uint8_t *out);
 OB_DEF int ob_unpack_trits(const uint8_t *in, size_t n, float *q);
 OB_DEF uint64_t ob_fnv1a64(const void *data, size_t n, uint64_t h);
 
+#ifdef ONEBIT_MUON_H
+/* The end of a training run (needs onebit_muon.h included first): the final validation, the
+ * artifact (written to out_dir/<run_id>.ob1, reported against the budget with the given code files),
+ * its reload into the backend and the roundtrip validation (checked equal), the temperature search
+ * on training tokens, the sliding-window evaluation, and a generated sample -- printing the seeds'
+ * final lines (val_bpb, final_xnor_roundtrip, temp_scaling, final_sliding, artifact, budget). */
+OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code);
+#endif
+
 #ifdef __cplusplus
 }
 #endif
@@ -561,5 +570,80 @@ OB_DEF void ob_artifact_report(FILE *f, const ob_artifact_info *info, const char
     fprintf(f, "budget: artifact %zu + code %zu raw = %zu / %d %s; with the code compressed (%zu) = %zu %s\n", info->bytes, code_raw, t_raw,
             OB_ARTIFACT_BUDGET, t_raw <= OB_ARTIFACT_BUDGET ? "FITS" : "OVER", code_br, t_br, t_br <= OB_ARTIFACT_BUDGET ? "FITS" : "OVER");
 }
+
+#ifdef ONEBIT_MUON_H
+OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
+    const ob_run_options *o = &r->opt;
+    int T = o->model.train_seq_len, e;
+    ob_eval_result pre, rt;
+    double t;
+    /* 1. the trained model, as the loop left it */
+    if ((e = ob_run_eval(r, 1.0f, &pre))) return e;
+    ob_run_log(r, "step:%lld/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms", (long long)r->step, o->sched.iterations, pre.val_loss, pre.bpb, r->elapsed_ms);
+    /* 2. the artifact */
+    if ((e = r->be.pull(&r->be, 0))) return e;
+    ob_model_quantize(&r->model);
+    uint8_t *art = NULL;
+    size_t n;
+    ob_artifact_info info;
+    t = ob_now_ms();
+    if ((e = ob_artifact_pack(&r->model, &r->tok, NULL, &art, &n, &info))) return e;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.ob1", o->out_dir, o->run_id);
+    e = ob_artifact_write(path, art, n);
+    free(art);
+    if (e) return e;
+    ob_run_log(r, "artifact %s packed in %.0f ms", path, ob_now_ms() - t);
+    ob_artifact_report(stdout, &info, code_files, n_code);
+    if (r->log) ob_artifact_report(r->log, &info, code_files, n_code);
+    /* 3. reload: a fresh model from the file, its weights into the backend, and the same evaluation */
+    ob_model loaded;
+    uint64_t th;
+    if ((e = ob_artifact_load(&loaded, path, &th))) return e;
+    if (th != r->tok.hash) { ob_model_free(&loaded); return ob_set_error(OB_ERR_FORMAT, "%s: written for another tokenizer", path); }
+    int same = loaded.n_params == r->model.n_params && !memcmp(loaded.qparams, r->model.qparams, loaded.n_params * sizeof(float));
+    memcpy(r->model.params, loaded.params, loaded.n_params * sizeof(float));
+    ob_model_free(&loaded);
+    ob_model_quantize(&r->model);
+    if ((e = r->be.push(&r->be, 0))) return e;
+    if ((e = ob_run_eval(r, 1.0f, &rt))) return e;
+    ob_run_log(r, "final_xnor_roundtrip val_loss:%.4f val_bpb:%.4f (%s the pre-pack %.4f; forward weights %s)", rt.val_loss, rt.bpb,
+               rt.val_loss == pre.val_loss ? "identical to" : "differs from", pre.bpb, same ? "bit-identical" : "differ");
+    /* 4. temperature on the next training tokens (never validation) */
+    float temp = 1.0f;
+    if (o->temp_scaling) {
+        size_t nc = o->data_path[0] ? 65536 : 8192;
+        int32_t *calib = (int32_t *)malloc(nc * sizeof(int32_t));
+        t = ob_now_ms();
+        e = ob_token_stream_take(&r->train, calib, nc);
+        if (!e) e = ob_find_temperature(r->be.score, r->be.ctx, calib, nc, &r->bpb, T, o->val_batch_seqs, o->model.z_loss, &temp);
+        free(calib);
+        if (e) return e;
+        ob_run_log(r, "temp_scaling optimal_T:%.2f time:%.0fms", temp, ob_now_ms() - t);
+    }
+    /* 5. sliding window */
+    if (o->sliding_eval) {
+        ob_eval_result sw;
+        t = ob_now_ms();
+        if ((e = ob_eval_sliding(r->be.score, r->be.ctx, &r->val, &r->bpb, T, o->sliding_stride, o->sliding_batch, temp, 0, 0, 1, &sw))) return e;
+        ob_run_log(r, "final_sliding val_loss:%.4f val_bpb:%.4f (stride=%d, T=%.2f) time:%.0fms", sw.val_loss, sw.bpb, o->sliding_stride, temp, ob_now_ms() - t);
+    }
+    /* 6. a sample, continuing the start of the validation text */
+    if (o->generate_tokens > 0) {
+        int np = 32, ng = o->generate_tokens;
+        int32_t *ids = (int32_t *)malloc((size_t)(np + ng) * sizeof(int32_t));
+        char *text = NULL;
+        e = ob_val_read(&r->val, 0, (size_t)np, ids);
+        if (!e) e = r->be.pull(&r->be, 0);
+        if (!e) e = ob_model_generate(&r->model, ids, np, ng, 0.8f, 40, o->seed, ids);
+        if (!e) e = ob_tokenizer_decode(&r->tok, ids, (size_t)(np + ng), &text, NULL);
+        if (!e) ob_run_log(r, "sample (temperature 0.8, top-k 40; the first %d tokens are the prompt):\n%s", np, text);
+        free(text);
+        free(ids);
+        if (e) return e;
+    }
+    return ob_run_plot(r);
+}
+#endif
 
 #endif /* ONEBIT_PACK_IMPLEMENTATION */
