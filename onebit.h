@@ -187,6 +187,8 @@ OB_DEF int ob_config_preset(ob_config *c, const char *name);
  * unparsable values are OB_ERR_ARG naming both. */
 OB_DEF int ob_config_set(ob_config *c, const char *key, const char *value);
 OB_DEF int ob_config_validate(const ob_config *c);
+/* The number of parameters the configuration's model holds (no allocation); 0 if it is invalid. */
+OB_DEF size_t ob_config_param_count(const ob_config *c);
 OB_DEF int ob_config_effective_layers(const ob_config *c);
 OB_DEF const char *ob_activation_name(int act);
 
@@ -1458,12 +1460,12 @@ OB_DEF int ob_config_validate(const ob_config *c) {
     OB__REQ(c->vocab_size > 0 && c->vocab_size <= 65536, "vocab_size %d must be in 1..65536 (shards hold uint16 ids)", c->vocab_size);
     OB__REQ(c->num_layers > 0 && c->num_layers <= 256, "num_layers %d must be in 1..256", c->num_layers);
     OB__REQ(c->recurrence >= 1 && c->recurrence <= 64, "recurrence %d must be in 1..64", c->recurrence);
-    OB__REQ(c->model_dim > 0, "model_dim %d must be positive", c->model_dim);
+    OB__REQ(c->model_dim > 0 && c->model_dim <= 32768, "model_dim %d must be in 1..32768", c->model_dim);
     OB__REQ(c->num_heads > 0 && c->model_dim % c->num_heads == 0, "model_dim %d is not a multiple of num_heads %d", c->model_dim, c->num_heads);
     OB__REQ((c->model_dim / c->num_heads) % 2 == 0, "head dim %d must be even (RoPE pairs)", c->model_dim / c->num_heads);
     OB__REQ(c->num_kv_heads > 0 && c->num_heads % c->num_kv_heads == 0, "num_heads %d is not a multiple of num_kv_heads %d", c->num_heads, c->num_kv_heads);
-    OB__REQ(c->mlp_mult > 0, "mlp_mult %d must be positive", c->mlp_mult);
-    OB__REQ(c->embed_dim >= 0, "embed_dim %d must be >= 0", c->embed_dim);
+    OB__REQ(c->mlp_mult > 0 && c->mlp_mult <= 64, "mlp_mult %d must be in 1..64", c->mlp_mult);
+    OB__REQ(c->embed_dim >= 0 && c->embed_dim <= 32768, "embed_dim %d must be in 0..32768", c->embed_dim);
     OB__REQ(c->activation >= OB_ACT_RELU2 && c->activation <= OB_ACT_LEAKY_RELU, "activation %d unknown", c->activation);
     OB__REQ(c->group_size > 0, "group_size %d must be positive", c->group_size);
     OB__REQ(c->model_dim % c->group_size == 0, "model_dim %d is not a multiple of group_size %d (groups must not straddle rows)", c->model_dim, c->group_size);
@@ -1648,6 +1650,14 @@ static void ob__rope_tables(const ob_config *c, float *cosb, float *sinb) {
             sinb[(size_t)p * half + i] = sinf(ang);
         }
     }
+}
+
+OB_DEF size_t ob_config_param_count(const ob_config *c) {
+    if (ob_config_validate(c)) return 0;
+    ob__table tb;
+    memset(&tb, 0, sizeof tb);
+    ob__build_table(c, &tb);
+    return tb.total;
 }
 
 OB_DEF int ob_model_init(ob_model *m, const ob_config *cfg) {
@@ -3536,7 +3546,7 @@ static int ob__tok_pb_varint(ob__tok_pb *r, uint64_t *out, uint32_t field, size_
 /* Reads the next field: 1 got one, 0 end of message, < 0 error (set). */
 static int ob__tok_pb_next(ob__tok_pb *r, ob__tok_field *f) {
     if (r->pos >= r->n) return 0;
-    uint64_t tag, len;
+    uint64_t tag = 0, len = 0;
     int st;
     f->at = r->base + r->pos;
     if ((st = ob__tok_pb_varint(r, &tag, 0, f->at)) != OB_OK) return st;

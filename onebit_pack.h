@@ -57,6 +57,12 @@ extern "C" {
 
 #define OB_ARTIFACT_VERSION 1
 #define OB_ARTIFACT_BUDGET 16000000
+/* The largest model an artifact may describe: a crafted header cannot make the loader allocate more.
+ * 2^28 parameters is twice the largest seed; define it larger before including this header for
+ * bigger models. */
+#ifndef OB_ARTIFACT_MAX_PARAMS
+#define OB_ARTIFACT_MAX_PARAMS (1ull << 28)
+#endif
 
 typedef enum ob_encoding {        /* append only */
     OB_ENC_BINARY_BF16 = 0,
@@ -476,6 +482,17 @@ OB_DEF int ob_artifact_load_bytes(ob_model *m, const uint8_t *a, size_t n, const
     }
     if (!r && (n_tensors < 0 || !table)) r = ob_set_error(OB_ERR_FORMAT, "%s: header has no tensor table", name);
     if (!r && ob_config_validate(&cfg)) r = ob_set_error(OB_ERR_FORMAT, "%s: header configuration: %s", name, ob_last_error());
+    /* a crafted header must not make us allocate without bound: the model's size is checked first,
+     * and the raw payload can be no larger than its tensors at 4 bytes per value plus their scales */
+    if (!r) {
+        size_t np = ob_config_param_count(&cfg);
+        if (np > (size_t)OB_ARTIFACT_MAX_PARAMS)
+            r = ob_set_error(OB_ERR_FORMAT, "%s: the header describes a model of %zu parameters, more than this build loads (OB_ARTIFACT_MAX_PARAMS = %llu)",
+                             name, np, (unsigned long long)OB_ARTIFACT_MAX_PARAMS);
+        else if (U > 4 * (uint64_t)np + 4 * (uint64_t)(np / (size_t)cfg.group_size) + 65536)
+            r = ob_set_error(OB_ERR_FORMAT, "%s: a raw payload of %llu bytes is more than the header's %zu-parameter model can hold", name,
+                             (unsigned long long)U, np);
+    }
     if (!r) r = ob_model_init(m, &cfg);
     /* the payload */
     uint8_t *raw = NULL;

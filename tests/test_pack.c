@@ -163,11 +163,42 @@ static void test_corruption(void) {
         for (int i = 0; i < 8; i++) x[48 + i] = (uint8_t)(h >> (8 * i));
         TRY("config mismatch", "tensor table ends", n);
     }
+    /* a raw size claim the model cannot fill (the fuzzer's 4 GB allocation): refused before allocating */
+    memcpy(x, art, n);
+    for (int i = 0; i < 8; i++) x[32 + i] = (uint8_t)((1ull << 34) >> (8 * i));
+    {
+        uint64_t h = ob_fnv1a64(x + 56, hlen, ob_fnv1a64(x, 48, 0));
+        for (int i = 0; i < 8; i++) x[48 + i] = (uint8_t)(h >> (8 * i));
+    }
+    TRY("huge raw size", "can hold", n);
     TU_CHECK(ok == nc, "pack_corruption", "%d of %d corrupted artifacts refused with a format error naming the file "
-             "(6 truncations, 5 single-bit flips, magic, version, trailing bytes, a header that disagrees with the payload)%s", ok, nc, detail);
+             "(6 truncations, 5 single-bit flips, magic, version, trailing bytes, a header that disagrees with the payload, a raw size of 16 GB)%s", ok, nc, detail);
     free(x);
     free(art);
     ob_model_free(&a);
+}
+
+/* Inputs the fuzzer found (tests/data/fuzz_*.bin), header checksums re-signed as the fuzz harness
+ * does: each must be refused with a format error, without a large allocation. */
+static void test_fuzz_regressions(void) {
+    static const char *files[] = {"tests/data/fuzz_artifact_oom_1.bin"};
+    for (int f = 0; f < 1; f++) {
+        FILE *fp = fopen(files[f], "rb");
+        if (!fp) { tu_report("FAIL", "pack_fuzz_regression", "%s: cannot open (run from the repository root)", files[f]); continue; }
+        uint8_t buf[65536];
+        size_t n = fread(buf, 1, sizeof buf, fp);
+        fclose(fp);
+        uint64_t h = 0;
+        for (int i = 7; i >= 0; i--) h = (h << 8) | buf[16 + i];
+        if (n >= 56 && h <= n - 56) {
+            uint64_t s = ob_fnv1a64(buf + 56, (size_t)h, ob_fnv1a64(buf, 48, 0));
+            for (int i = 0; i < 8; i++) buf[48 + i] = (uint8_t)(s >> (8 * i));
+        }
+        ob_model m;
+        int r = ob_artifact_load_bytes(&m, buf, n, files[f], NULL);
+        if (!r) ob_model_free(&m);
+        TU_CHECK(r == OB_ERR_FORMAT, "pack_fuzz_regression", "%s (%zu bytes; once a 4 GB allocation): %s", files[f], n, ob_last_error());
+    }
 }
 
 static void test_xnor_10min_report(void) {
@@ -206,6 +237,7 @@ int main(void) {
     test_roundtrips();
     test_seed_forward_gap();
     test_corruption();
+    test_fuzz_regressions();
     test_xnor_10min_report();
     return tu_exit();
 }
