@@ -1,6 +1,10 @@
 # onebit: every target is one compiler line over the headers; nothing is configured or installed.
-#   make test        CPU tests (what CI runs); the last line reads "N passed, N failed, N skipped"
+#   make test        CPU tests (what CI runs); the last line reads "N passed, N failed, N skipped".
+#                    With nvcc present the GPU test is built too (it skips without a GPU).
 #   make run         the main job: trains on the embedded default (this repository's own text)
+#   make test-gpu    the GPU path against the CPU reference (needs a GPU)
+#   make bench       the GPU training step of the seed presets, timed (needs a GPU)
+#   make gpu         the GPU builds: build/train_10min_gpu, build/test_gpu, build/bench_train
 #   make test-asan   the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz        libFuzzer targets (clang), each run for FUZZ_RUNS inputs
 #   make clean
@@ -11,11 +15,19 @@ CLANG ?= clang
 NVCC ?= nvcc
 BUILD := build
 FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= tokenizer artifact shard safetensors
 
 # C99 plus POSIX (mmap, fsync, readdir); warnings are errors in every build of the project.
 CFLAGS_BASE := -std=c99 -D_DEFAULT_SOURCE -Wall -Wextra -Werror
 OPT ?= -O2 -march=native
 LDLIBS := -lm -lbrotlienc -lbrotlidec -llzma
+
+# CUDA: Hopper's own instructions (sm_90a) plus PTX for other GPUs; cuBLAS for the GEMMs.
+NVCC_ARCH ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+NVCCFLAGS := -O3 -std=c++17 $(NVCC_ARCH) -Xcompiler -fopenmp,-Wall,-Wextra,-Werror
+CUDA_LIBS := -lcublas $(LDLIBS)
+HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
+CUDA_HEADERS := onebit_cuda.cuh onebit.h onebit_muon.h onebit_pack.h
 
 # OpenMP when the compiler has it (a test compile of an empty program decides), unless NO_OMP=1.
 ifeq ($(NO_OMP),)
@@ -30,7 +42,10 @@ HEADERS := onebit.h onebit_muon.h onebit_pack.h
 TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data
 TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
-.PHONY: all test run test-asan fuzz clean check-tools
+.PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
+ifeq ($(HAVE_NVCC),1)
+  GPU_TESTS := $(BUILD)/test_gpu
+endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
 # text, bytes as tokens) for about a minute, then evaluates, packs, reloads and samples
@@ -50,11 +65,25 @@ $(BUILD):
 $(BUILD)/test_%: tests/test_%.c $(TEST_DEPS) | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-test: check-tools $(TESTS)
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(TESTS)
+test: check-tools $(TESTS) $(GPU_TESTS)
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(TESTS) $(GPU_TESTS)
+
+# GPU programs: one nvcc line each
+$(BUILD)/test_gpu: tests/test_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
+$(BUILD)/bench_train: bench/bench_train.cu $(CUDA_HEADERS) | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
+$(BUILD)/train_10min_gpu: examples/train_10min.cu $(CUDA_HEADERS) | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
+gpu: $(BUILD)/test_gpu $(BUILD)/bench_train $(BUILD)/train_10min_gpu
+test-gpu: $(BUILD)/test_gpu
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu
+bench: $(BUILD)/bench_train
+	./$(BUILD)/bench_train --preset xnor-10min
+	./$(BUILD)/bench_train --preset binary-50k --steps 5
 
 check-tools:
-	@echo "onebit: cc $$($(CC) -dumpversion 2>/dev/null) $(if $(OMPFLAGS),✓ OpenMP,✗ OpenMP (single-threaded))"
+	@echo "onebit: cc $$($(CC) -dumpversion 2>/dev/null) $(if $(OMPFLAGS),✓ OpenMP,✗ OpenMP (single-threaded)) $(if $(HAVE_NVCC),✓ nvcc (the GPU test is built),✗ nvcc (GPU code not compiled))"
 
 # sanitizers: the same tests, unoptimised, without OpenMP (whose runtime confuses LeakSanitizer)
 ASAN_TESTS := $(patsubst $(BUILD)/%,$(BUILD)/asan/%,$(TESTS))
@@ -79,9 +108,9 @@ fuzz: $(FUZZERS) $(FUZZ_SEEDS)
 	@for t in tokenizer artifact shard safetensors; do mkdir -p $(BUILD)/fuzz/corpus_$$t; done
 	@if [ -d $(FUZZ_SHARED)/data ]; then $(BUILD)/fuzz/seeds_tokenizer $(FUZZ_SHARED)/data $(BUILD)/fuzz/corpus_tokenizer; fi
 	@for t in artifact shard safetensors; do $(BUILD)/fuzz/seeds_$$t $(BUILD)/fuzz/corpus_$$t; done
-	@for t in tokenizer artifact shard safetensors; do echo "== fuzz_$$t: $(FUZZ_RUNS) inputs"; \
+	@for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t: $(FUZZ_RUNS) inputs"; \
 	  OB_FUZZ_DATA=$(FUZZ_SHARED)/data ASAN_OPTIONS=allocator_may_return_null=1 $(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) \
-	    -max_len=8192 -rss_limit_mb=4096 $(BUILD)/fuzz/corpus_$$t > $(BUILD)/fuzz/log_$$t 2>&1 || { tail -40 $(BUILD)/fuzz/log_$$t; exit 1; }; \
+	    -max_len=8192 -rss_limit_mb=4096 -artifact_prefix=$(BUILD)/fuzz/crash_$$t- $(BUILD)/fuzz/corpus_$$t > $(BUILD)/fuzz/log_$$t 2>&1 || { tail -40 $(BUILD)/fuzz/log_$$t; exit 1; }; \
 	  grep -E "^Done" $(BUILD)/fuzz/log_$$t; done
 
 clean:

@@ -195,6 +195,7 @@ typedef struct ob_backend {
     ob_score_fn score;            /* called with ctx */
     int (*pull)(struct ob_backend *b, int with_optimizer);  /* device -> host (weights, optionally optimizer state) */
     int (*push)(struct ob_backend *b, int with_optimizer);  /* host -> device */
+    int (*ema_update)(struct ob_backend *b, int start_now); /* NULL: ob_ema_update on the host optimizer */
     void (*destroy)(struct ob_backend *b);
 } ob_backend;
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
@@ -1123,8 +1124,11 @@ OB_DEF int ob_run_train(ob_run *r) {
         }
         if (e) break;
         r->step++;
-        if (r->optim.ema) ob_ema_update(&r->optim, o->sched.max_wallclock_ms > 0 ? elapsed >= o->optim.ema_start_fraction * cap
-                                                                               : r->step >= (int64_t)(o->sched.iterations * o->optim.ema_start_fraction));
+        if (r->optim.ema) {
+            int start = cap > 0 ? elapsed >= o->optim.ema_start_fraction * cap : r->step >= (int64_t)(o->sched.iterations * o->optim.ema_start_fraction);
+            if (r->be.ema_update) { if ((e = r->be.ema_update(&r->be, start))) break; }
+            else ob_ema_update(&r->optim, start);
+        }
         ob__hist_push(r, &r->hist, &r->n_hist, (float)r->step, loss);
         double now = ob_now_ms();
         r->elapsed_ms = base + (now - t_start);

@@ -3,14 +3,17 @@
  * evaluation, the temperature search and the sliding-window evaluation, printing the seed's final
  * lines. With no data given it trains the embedded default (this repository's text) for a minute.
  *
- *   nvcc -O3 -gencode=arch=compute_90a,code=sm_90a -x cu examples/train_10min.cu -o build/train_10min \
- *        -lcublasLt -lcublas -lbrotlienc -lbrotlidec -llzma         (GPU, when onebit_cuda.cuh lands)
+ *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a examples/train_10min.cu -o build/train_10min_gpu \
+ *        -lcublas -lbrotlienc -lbrotlidec -llzma                        (GPU; --cpu still trains on the CPU)
  *   cc -std=c99 -D_DEFAULT_SOURCE -O2 -march=native -fopenmp -x c examples/train_10min.cu \
  *        -o build/train_10min -lm -lbrotlienc -lbrotlidec -llzma     (CPU)
  *   DATA_PATH=../shared/data/gcide_sp1024 TOKENIZER_PATH=../shared/data/fineweb_1024_bpe.model \
  *        MAX_WALLCLOCK_SECONDS=150 build/train_10min
  */
 #define ONEBIT_IMPLEMENTATION
+#ifdef __CUDACC__
+#include "../onebit_cuda.cuh"
+#endif
 #include "../onebit_muon.h"
 #include "../onebit_pack.h"
 
@@ -28,10 +31,19 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (ob_run_setup(&run, &opt) != OB_OK) { fprintf(stderr, "train_10min: %s\n", ob_last_error()); return 1; }
-    ob_backend_cpu(&run.be, &run.model, &run.optim);
-    static const char *code[] = {"onebit.h", "onebit_muon.h", "onebit_pack.h", "examples/train_10min.cu"};
-    int r = ob_run_train(&run);
-    if (!r) r = ob_run_finish(&run, code, 4);
+    int r = OB_OK, n_code = 4;
+    static const char *code[] = {"onebit.h", "onebit_muon.h", "onebit_pack.h", "examples/train_10min.cu", "onebit_cuda.cuh"};
+#ifdef __CUDACC__
+    if (opt.device != 0 && ob_cuda_available()) { r = ob_backend_cuda(&run.be, &run.model, &run.optim); n_code = 5; }
+    else if (opt.device == 1) r = ob_set_error(OB_ERR_CUDA, "--gpu: no CUDA device is available");
+    else
+#else
+    if (opt.device == 1) r = ob_set_error(OB_ERR_UNSUPPORTED, "--gpu: this program was built without CUDA (build it with nvcc)");
+    else
+#endif
+        ob_backend_cpu(&run.be, &run.model, &run.optim);
+    if (!r) r = ob_run_train(&run);
+    if (!r) r = ob_run_finish(&run, code, n_code);
     if (r) fprintf(stderr, "train_10min: %s\n", ob_last_error());
     ob_run_free(&run);
     return r ? 1 : 0;

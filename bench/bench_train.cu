@@ -1,0 +1,122 @@
+/* bench_train: the GPU training step of a preset, timed, with where the time goes.
+ *
+ *   bench_train [--preset xnor-10min] [--steps 20] [--seq 1024] [--profile 1] [--set KEY=VALUE ...]
+ *
+ * A whole step (ob_backend_cuda's train_step: the loader, accum micro-batches of forward and backward,
+ * the optimizer) is timed by the wall clock over --steps steps after 3 warm-up steps (each step ends
+ * with the optimizer's gradient-norm read-back, so the clock sees the device's work). Then one
+ * micro-batch's forward, backward and one optimizer step are timed apart with CUDA events. Tokens are
+ * uniform random ids (speed does not depend on them), or DATA_PATH's shards when set. --profile 1 adds
+ * ob_cuda_profile_report's table for one micro-batch's forward and backward and one optimizer step. */
+#define ONEBIT_IMPLEMENTATION
+#include "../onebit_cuda.cuh"
+
+static float event_ms(cudaEvent_t a, cudaEvent_t b) {
+    float ms = 0.0f;
+    cudaEventElapsedTime(&ms, a, b);
+    return ms;
+}
+
+int main(int argc, char **argv) {
+    const char *preset = "xnor-10min";
+    int steps = 20, seq = 0, profile = 0;
+    for (int i = 1; i + 1 < argc; i += 2)
+        if (!strcmp(argv[i], "--preset")) preset = argv[i + 1];
+    ob_run_options o;
+    if (ob_run_options_preset(&o, preset)) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 2; }
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc) { fprintf(stderr, "bench_train: %s needs a value\n", argv[i]); return 2; }
+        if (!strcmp(argv[i], "--preset")) { i++; continue; }
+        if (!strcmp(argv[i], "--steps")) { steps = atoi(argv[++i]); continue; }
+        if (!strcmp(argv[i], "--seq")) { seq = atoi(argv[++i]); continue; }
+        if (!strcmp(argv[i], "--profile")) { profile = atoi(argv[++i]); continue; }
+        if (!strcmp(argv[i], "--set")) {
+            char kv[256];
+            snprintf(kv, sizeof kv, "%s", argv[++i]);
+            char *eq = strchr(kv, '=');
+            if (!eq) { fprintf(stderr, "bench_train: --set %s: expected KEY=VALUE\n", kv); return 2; }
+            *eq = 0;
+            if (ob_run_options_set(&o, kv, eq + 1, stderr)) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 2; }
+            continue;
+        }
+        fprintf(stderr, "bench_train: unknown flag %s\n", argv[i]);
+        return 2;
+    }
+    if (steps < 1) { fprintf(stderr, "bench_train: --steps must be positive\n"); return 2; }
+    if (seq <= 0) seq = o.model.train_seq_len;
+    ob_model m;
+    ob_optimizer opt;
+    if (ob_model_init(&m, &o.model) || ob_optimizer_init(&opt, &m, &o.optim)) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+    ob_model_init_weights(&m, o.seed);
+    /* tokens */
+    ob_token_stream ts;
+    int32_t *tok = NULL;
+    const char *data = getenv("DATA_PATH");
+    if (data) {
+        if (ob_token_stream_open(&ts, data, "fineweb_train_", o.model.vocab_size)) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+    } else {
+        size_t n = (size_t)1 << 24;
+        tok = (int32_t *)malloc(n * sizeof(int32_t));
+        ob_rng r;
+        ob_rng_seed(&r, 1);
+        for (size_t i = 0; i < n; i++) tok[i] = (int32_t)(ob_rng_u64(&r) % (uint64_t)o.model.vocab_size);
+        ob_token_stream_open_memory(&ts, tok, n, o.model.vocab_size);
+    }
+    ob_backend be;
+    if (ob_backend_cuda(&be, &m, &opt)) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    float loss = 0.0f;
+    int e = OB_OK;
+    for (int i = 0; i < 3 && !e; i++) e = be.train_step(&be, &ts, o.batch_tokens, seq, o.accum, 1.0f, 0.9f, &loss);
+    double t0 = ob_now_ms();
+    for (int i = 0; i < steps && !e; i++) e = be.train_step(&be, &ts, o.batch_tokens, seq, o.accum, 1.0f, 0.9f, &loss);
+    double step_ms = (ob_now_ms() - t0) / steps;
+    if (e) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+
+    /* the parts, one micro-batch each */
+    ob__cuda_backend *cb = (ob__cuda_backend *)be.ctx;
+    ob_cuda_model *g = &cb->g;
+    int B = (int)(ob_loader_local_tokens(o.batch_tokens, 1, o.accum) / seq);
+    cudaEvent_t ev[4];
+    for (int i = 0; i < 4; i++) cudaEventCreate(&ev[i]);
+    float fwd = 0, bwd = 0, optm = 0;
+    const int reps = 5;
+    for (int r = 0; r < reps && !e; r++) {
+        cudaEventRecord(ev[0], g->stream);
+        e = ob_cuda_model_forward(g, B, seq, 1);
+        cudaEventRecord(ev[1], g->stream);
+        if (!e) e = ob_cuda_model_backward(g, 1.0f / o.accum);
+        cudaEventRecord(ev[2], g->stream);
+        cudaEventSynchronize(ev[2]);
+        fwd += event_ms(ev[0], ev[1]);
+        bwd += event_ms(ev[1], ev[2]);
+        double t = ob_now_ms();
+        if (!e) e = ob_cuda_optimizer_step(&cb->o, 0.0f, 0.9f); /* lr 0: the weights stay */
+        cudaStreamSynchronize(g->stream);
+        optm += (float)(ob_now_ms() - t);
+    }
+    if (e) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    printf("bench_train preset=%s device=\"%s\" params=%zu seq=%d batch_tokens=%lld accum=%d micro=%dx%d\n", preset, prop.name, m.n_params, seq,
+           (long long)o.batch_tokens, o.accum, B, seq);
+    printf("  step %.1f ms (%.0f tokens/s) over %d steps, loss %.4f\n", step_ms, (double)o.batch_tokens / step_ms * 1e3, steps, loss);
+    printf("  one micro-batch: forward %.2f ms, backward %.2f ms; optimizer step %.2f ms; x%d micro-batches = %.1f ms + optimizer\n",
+           fwd / reps, bwd / reps, optm / reps, o.accum, (fwd + bwd) / reps * o.accum);
+    printf("  device memory in use: %.2f GB of %.2f GB (activations %.2f GB)\n", (total_b - free_b) / 1e9, total_b / 1e9, g->act_bytes / 1e9);
+    if (profile) {
+        ob_cuda_profile_start(g->stream);
+        e = ob_cuda_model_forward(g, B, seq, 1);
+        if (!e) e = ob_cuda_model_backward(g, 1.0f / o.accum);
+        if (!e) e = ob_cuda_optimizer_step(&cb->o, 0.0f, 0.9f);
+        if (e) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+        ob_cuda_profile_report(stdout, 45);
+    }
+    be.destroy(&be);
+    ob_token_stream_close(&ts);
+    free(tok);
+    ob_optimizer_free(&opt);
+    ob_model_free(&m);
+    return 0;
+}

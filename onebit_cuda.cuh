@@ -1,0 +1,2224 @@
+/* onebit_cuda.cuh - v0.1 - the GPU path: CUDA kernels mirroring the CPU reference layer for layer,
+ * cuBLAS GEMMs in bf16 with fp32 accumulation, the GPU optimizer, and a backend for the run loop.
+ * MIT licence (see onebit.h).
+ *
+ * DO THIS in exactly one .cu file:
+ *     #define ONEBIT_IMPLEMENTATION
+ *     #include "onebit_cuda.cuh"        (includes onebit.h, onebit_muon.h)
+ * and build with nvcc -gencode=arch=compute_90a,code=sm_90a (plus a PTX target), linking -lcublas.
+ *
+ * Numerics, against the float32 CPU reference (onebit.h):
+ *   master weights, gradients and optimizer state in fp32, as the seeds keep them;
+ *   the residual stream and every saved activation in fp32;
+ *   GEMM operands in bf16 with fp32 accumulation (the seeds' autocast), except the XNOR products:
+ *   binarised activations are +-1 in bf16 and weights +-1 per group, so each group's dot product is an
+ *   exact integer; the group scales and the token scale are applied in fp32 afterwards. The XNOR
+ *   products therefore equal the CPU path's exact ones, exact cancellations included;
+ *   attention on bf16 q, k, v (flash-style kernels, fp32 softmax statistics);
+ *   Newton-Schulz in bf16 like the seeds.
+ *
+ * Names mirror the CPU path: ob_cuda_rmsnorm_forward is ob_rmsnorm_forward on the device, and so on.
+ * Every CUDA / cuBLAS call is checked (OB_CUDA_CHECK / OB_CUBLAS_CHECK); with ONEBIT_CUDA_DEBUG every
+ * launch is followed by a device synchronisation and an error check.
+ */
+#ifndef ONEBIT_CUDA_CUH
+#define ONEBIT_CUDA_CUH
+
+#include "onebit.h"
+#include "onebit_muon.h"
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+
+/* ------------------------------------------------------------------------------------------------
+ * The GPU model and trainer
+ * ---------------------------------------------------------------------------------------------- */
+typedef struct ob_cuda_layer_acts {  /* device pointers; shapes as ob_layer_acts */
+    float *x_in, *x_mix, *n_attn, *rstd_attn, *qkv, *q_rstd, *k_rstd, *y, *n_y, *rstd_y, *attn_out, *x_attn;
+    float *n_mlp, *rstd_mlp, *h, *act, *n_act, *rstd_act, *mlp_out, *x_mlp, *x_out, *attn_delta, *mlp_delta;
+    float *beta_qkv, *beta_proj, *beta_fc, *beta_down;     /* (BT) token scales of binarised inputs */
+    __nv_bfloat16 *in_qkv, *in_proj, *in_fc, *in_down;      /* GEMM inputs: signs (+-1) or bf16 values */
+    __nv_bfloat16 *q, *k, *v, *o;                           /* attention operands (BT, H|Hkv, d) */
+    float *lse;                                             /* (B, H, T) */
+} ob_cuda_layer_acts;
+
+typedef struct ob_cuda_model {
+    ob_config cfg;
+    const ob_model *layout;          /* the host model whose tensor table and offsets are mirrored */
+    size_t n_params;
+    float *params, *grads;           /* (n_params) fp32 on the device */
+    float *qparams;                  /* (n_params) forward values in fp32 (ob_model_quantize's, on the device) */
+    __nv_bfloat16 *wq;               /* (n_params) bf16 copies for the GEMMs: alpha s(w), fp8(w), ... */
+    __nv_bfloat16 *wsign;            /* (n_params) s(w) (ternary: q) of quantised matrices, for exact XNOR */
+    float *qalpha;                   /* (n_alpha) group scales */
+    float *rope_cos, *rope_sin;      /* (train_seq_len, d/2) */
+    /* activations for B x T */
+    int B, T;
+    void *act_mem;
+    size_t act_bytes, act_cap, grad_cap;
+    ob_cuda_layer_acts *L;           /* host array of device pointer sets, one per effective layer */
+    float *emb, *emb_proj, *x0, *x0_rstd, *skip_in, *ar_norm, *ar_rstd, *ar_out, *ar_w, *xf, *xf_rstd, *head_in;
+    float **ar_store;                /* host array of device pointers */
+    float *logits, *lse, *ce, *loss_parts;
+    __nv_bfloat16 *emb_bf, *xf_bf, *head_in_bf;
+    int32_t *inputs, *targets;       /* (BT) on the device */
+    float *x_final;                  /* points into another buffer */
+    /* backward scratch */
+    void *grad_mem;
+    float *dres, *dnext, *dx0, *dxf, *dmo, *dmix, *dsm, *blk_res, *blk_branch, *blk_dn, *dy_attn, *dqkv, *dq, *dk, *dv;
+    float *dh, *dact, *dhid, *dskip, *dS, *dSn, *dlogits, *dhead, *demb, *colsum, *dots, *ar_qpart, *ar_kpart;
+    float **ar_tab, **dS_tab;        /* device arrays of the AttnRes stored tensors and their gradients */
+    int *id_counts, *id_offsets, *id_list; /* the embedding backward's grouping by token id */
+    __nv_bfloat16 *g_bf, *g_bf2;     /* bf16 copies of gradients for the GEMMs */
+    float *attn_ws;
+    size_t attn_ws_bytes;
+    float temperature;
+    int quantized;
+    float loss;                      /* of the last forward (host copy, when synced) */
+    /* handles */
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *cublas_ws;
+} ob_cuda_model;
+
+OB_DEF int ob_cuda_available(void);                                 /* a device we can run on */
+OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host);  /* allocates; copies nothing */
+OB_DEF void ob_cuda_model_free(ob_cuda_model *g);
+OB_DEF int ob_cuda_model_upload(ob_cuda_model *g, const ob_model *host);   /* host params -> device */
+OB_DEF int ob_cuda_model_download(const ob_cuda_model *g, ob_model *host); /* device params -> host */
+OB_DEF int ob_cuda_model_quantize(ob_cuda_model *g);
+/* Forward over B x T tokens already on the device (g->inputs, g->targets); targets may be skipped
+ * with has_targets = 0. Results stay on the device (g->logits, g->ce, g->lse); the loss is summed into
+ * g->loss_parts. */
+OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets);
+/* Backward of loss_scale * loss, accumulated into g->grads. */
+OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale);
+OB_DEF int ob_cuda_model_zero_grad(ob_cuda_model *g);
+/* Copies x, y (host) to the device inputs. */
+OB_DEF int ob_cuda_model_set_batch(ob_cuda_model *g, const int32_t *x, const int32_t *y, int n);
+/* Reads back the mean loss of the last forward (synchronises). */
+OB_DEF int ob_cuda_model_loss(ob_cuda_model *g, float *loss);
+/* Sizes the activations for B x T tokens (forward does it too; the batch upload needs it first). */
+OB_DEF int ob_cuda_model_prepare(ob_cuda_model *g, int B, int T);
+
+/* The GPU optimizer: the same update as ob_optimizer_step (onebit_muon.h), state in fp32 on the device.
+ * Muon's Newton-Schulz runs in bf16 like the seeds' (their torch.compile'd ns_orth): the matrices of
+ * one shape are orthogonalised together by strided-batched cuBLAS products. */
+typedef struct ob__cu_muon_group { int rows, cols, count; size_t ws_offset; } ob__cu_muon_group; /* matrices of one shape */
+typedef struct ob_cuda_optimizer {
+    ob_optim_config cfg;
+    ob_cuda_model *g;
+    float *m1, *m2, *momentum, *ema; /* (n_params) on the device; ema NULL unless cfg.ema */
+    int ema_started, ema_steps;
+    int64_t step;
+    float last_grad_norm;
+    /* Adam: its tensors cut into chunks (device table), each with its lr / decay class */
+    int n_adam_chunks;
+    void *adam_chunks;
+    /* Muon: every matrix with a gradient, grouped by shape, rows listed for the row-wise kernels */
+    int n_groups, n_rows, n_mats;
+    ob__cu_muon_group *groups;       /* host */
+    void *rows_tab;                  /* device: per row (param offset, workspace offset, cols, matrix) */
+    int *mat_row0;                   /* device: first row of each matrix in rows_tab, n_mats + 1 entries */
+    __nv_bfloat16 *ns_x, *ns_y, *ns_a, *ns_b; /* bf16 work: X and Y (all matrices), A and B (largest group) */
+    float *row_ss, *mat_scale;       /* per-row sums of squares, per-matrix 1 / (|X|_F + eps) */
+    double *norm_part;               /* gradient-norm partials */
+    float *h_norm;                   /* pinned host copy */
+    int *decay_only;                 /* host: indices of Muon tensors without a gradient (decay only) */
+    int n_decay_only;
+} ob_cuda_optimizer;
+OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg);
+OB_DEF void ob_cuda_optimizer_free(ob_cuda_optimizer *o);
+/* One step from the gradients in g->grads (already averaged): the global norm is read back (one
+ * synchronisation), a non-finite one stops before any weight changes (OB_ERR_NUMERIC naming the
+ * tensor), clipping applies when cfg.grad_clip_norm > 0; then Adam and Muon as on the CPU. */
+OB_DEF int ob_cuda_optimizer_step(ob_cuda_optimizer *o, float lr_scale, float momentum);
+OB_DEF int ob_cuda_ema_update(ob_cuda_optimizer *o, int start_now);
+/* State to and from the host optimizer (moments, momentum, EMA, step counters). */
+OB_DEF int ob_cuda_optimizer_upload(ob_cuda_optimizer *o, const ob_optimizer *host);
+OB_DEF int ob_cuda_optimizer_download(const ob_cuda_optimizer *o, ob_optimizer *host);
+
+/* A built-in profiler: between ob_cuda_profile_start and ob_cuda_profile_report every launch and
+ * cuBLAS call on the stream is followed by an event, and the time between consecutive events is
+ * attributed to the launching line (GEMMs also by shape). Works wherever CUDA events do (no
+ * hardware counters needed). The report lists the sites by total time. */
+OB_DEF void ob_cuda_profile_start(cudaStream_t stream);
+OB_DEF void ob_cuda_profile_report(FILE *f, int top);
+
+/* The run-loop backend: the GPU trains, the host model mirrors it on demand. */
+OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o);
+
+#endif /* ONEBIT_CUDA_CUH */
+
+/* ================================================================================================
+ * Implementation
+ * ============================================================================================== */
+#if defined(ONEBIT_IMPLEMENTATION) && !defined(ONEBIT_CUDA_IMPLEMENTATION_DONE)
+#define ONEBIT_CUDA_IMPLEMENTATION_DONE
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#define OB_CUDA_CHECK(call)                                                                                        \
+    do {                                                                                                           \
+        cudaError_t e_ = (call);                                                                                   \
+        if (e_ != cudaSuccess)                                                                                     \
+            return ob_set_error(OB_ERR_CUDA, "%s failed in %s (%s:%d): %s", #call, __func__, __FILE__, __LINE__, \
+                                cudaGetErrorString(e_));                                                           \
+    } while (0)
+#define OB_CUBLAS_CHECK(call)                                                                                      \
+    do {                                                                                                           \
+        cublasStatus_t s_ = (call);                                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                                           \
+            return ob_set_error(OB_ERR_CUDA, "%s failed in %s (%s:%d): cuBLAS status %d", #call, __func__, __FILE__, \
+                                __LINE__, (int)s_);                                                                \
+    } while (0)
+/* ---- the profiler's marks (see ob_cuda_profile_start) ---- */
+#define OB__PROF_MAX 32768
+static struct {
+    int on, n;
+    cudaStream_t stream;
+    cudaEvent_t ev[OB__PROF_MAX];
+    const char *fn[OB__PROF_MAX];
+    int line[OB__PROF_MAX], m[OB__PROF_MAX], n_[OB__PROF_MAX], k[OB__PROF_MAX];
+} ob__prof;
+static void ob__prof_mark(const char *fn, int line, int m, int n, int k) {
+    if (!ob__prof.on || ob__prof.n >= OB__PROF_MAX) return;
+    int i = ob__prof.n;
+    if (!ob__prof.ev[i] && cudaEventCreate(&ob__prof.ev[i]) != cudaSuccess) { ob__prof.on = 0; return; }
+    cudaEventRecord(ob__prof.ev[i], ob__prof.stream);
+    ob__prof.fn[i] = fn; ob__prof.line[i] = line; ob__prof.m[i] = m; ob__prof.n_[i] = n; ob__prof.k[i] = k;
+    ob__prof.n++;
+}
+OB_DEF void ob_cuda_profile_start(cudaStream_t stream) {
+    ob__prof.on = 1;
+    ob__prof.n = 0;
+    ob__prof.stream = stream;
+    ob__prof_mark("start", 0, 0, 0, 0);
+}
+typedef struct { const char *fn; int line, m, n, k, count; double ms; } ob__prof_site;
+static int ob__prof_cmp(const void *a, const void *b) {
+    double x = ((const ob__prof_site *)a)->ms, y = ((const ob__prof_site *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+OB_DEF void ob_cuda_profile_report(FILE *f, int top) {
+    int n = ob__prof.n;
+    ob__prof.on = 0;
+    if (n < 2) { fprintf(f, "profile: nothing recorded\n"); return; }
+    cudaEventSynchronize(ob__prof.ev[n - 1]);
+    ob__prof_site *s = (ob__prof_site *)calloc((size_t)n, sizeof *s);
+    int ns = 0;
+    double total = 0.0;
+    for (int i = 1; i < n; i++) {
+        float ms = 0.0f;
+        cudaEventElapsedTime(&ms, ob__prof.ev[i - 1], ob__prof.ev[i]);
+        total += ms;
+        int j = 0;
+        while (j < ns && !(s[j].line == ob__prof.line[i] && s[j].fn == ob__prof.fn[i] && s[j].m == ob__prof.m[i] && s[j].n == ob__prof.n_[i] &&
+                           s[j].k == ob__prof.k[i])) j++;
+        if (j == ns) { s[j].fn = ob__prof.fn[i]; s[j].line = ob__prof.line[i]; s[j].m = ob__prof.m[i]; s[j].n = ob__prof.n_[i]; s[j].k = ob__prof.k[i]; ns++; }
+        s[j].count++;
+        s[j].ms += ms;
+    }
+    qsort(s, (size_t)ns, sizeof *s, ob__prof_cmp);
+    fprintf(f, "profile: %.2f ms over %d launches at %d sites\n", total, n - 1, ns);
+    for (int j = 0; j < ns && j < top; j++) {
+        char shape[64] = "";
+        if (s[j].m) snprintf(shape, sizeof shape, " gemm %dx%dx%d", s[j].m, s[j].n, s[j].k);
+        fprintf(f, "  %8.3f ms %5.1f%% %5d x  %s:%d%s\n", s[j].ms, 100.0 * s[j].ms / total, s[j].count, s[j].fn, s[j].line, shape);
+    }
+    free(s);
+}
+
+/* After each launch: the launch error always; with ONEBIT_CUDA_DEBUG, the kernel's own too. */
+#ifdef ONEBIT_CUDA_DEBUG
+#define OB_CUDA_LAUNCHED() do { OB_CUDA_CHECK(cudaGetLastError()); OB_CUDA_CHECK(cudaDeviceSynchronize()); ob__prof_mark(__func__, __LINE__, 0, 0, 0); } while (0)
+#else
+#define OB_CUDA_LAUNCHED() do { OB_CUDA_CHECK(cudaGetLastError()); ob__prof_mark(__func__, __LINE__, 0, 0, 0); } while (0)
+#endif
+#define OB_TRY(call) do { int r_ = (call); if (r_) return r_; } while (0)
+
+/* A copy ordered on `stream` and finished on return (host buffers may be pageable and reused). */
+static int ob__copy_sync(cudaStream_t stream, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (!bytes) return OB_OK;
+    OB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+    OB_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return OB_OK;
+}
+static int ob__blocks(size_t n, int threads) { size_t b = (n + (size_t)threads - 1) / (size_t)threads; return (int)(b > 65535u * 32u ? 65535u * 32u : b); }
+
+OB_DEF int ob_cuda_available(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n > 0;
+}
+
+/* ================================================================================================
+ * Kernels (each mirrors a CPU reference function of onebit.h, named in its comment)
+ * ============================================================================================== */
+__device__ static float ob__warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ static float ob__warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Block-wide sum (blockDim.x a multiple of 32, at most 1024); every thread gets the result. */
+__device__ static float ob__block_sum(float v) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = ob__warp_sum(v);
+    __syncthreads();
+    if (lane == 0) part[w] = v;
+    __syncthreads();
+    float t = lane < nw ? part[lane] : 0.0f;
+    return ob__warp_sum(t);
+}
+__device__ static float ob__block_max(float v) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = ob__warp_max(v);
+    __syncthreads();
+    if (lane == 0) part[w] = v;
+    __syncthreads();
+    float t = lane < nw ? part[lane] : -INFINITY;
+    return ob__warp_max(t);
+}
+
+/* ob_rmsnorm_forward: one block per row; writes y (fp32), rstd, and optionally a bf16 copy of y. */
+__global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C) {
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = ob__block_sum(ss);
+    float r = rsqrtf(ss / C + 1.1920928955078125e-07f);
+    if (threadIdx.x == 0 && rstd) rstd[blockIdx.x] = r;
+    float *yr = y + (size_t)blockIdx.x * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float v = xr[i] * r;
+        yr[i] = v;
+        if (ybf) ybf[(size_t)blockIdx.x * C + i] = __float2bfloat16(v);
+    }
+}
+/* ob_rmsnorm_backward: dx += rstd (dy - y mean(dy y)). */
+__global__ static void ob__k_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int C) {
+    size_t o = (size_t)blockIdx.x * C;
+    float dot = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += dy[o + i] * y[o + i];
+    dot = ob__block_sum(dot);
+    float mean = dot / C, r = rstd[blockIdx.x];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dx[o + i] += r * (dy[o + i] - y[o + i] * mean);
+}
+/* ob_binarize_act_ref, split for the exact XNOR product: signs (+-1, bf16) and beta = max(mean|x|, 1e-8). */
+__global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const float *x, int K) {
+    size_t o = (size_t)blockIdx.x * K;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) s += fabsf(x[o + i]);
+    s = ob__block_sum(s);
+    if (threadIdx.x == 0) beta[blockIdx.x] = fmaxf(s / K, 1e-8f);
+    for (int i = threadIdx.x; i < K; i += blockDim.x) sx[o + i] = __float2bfloat16(x[o + i] >= 0.0f ? 1.0f : -1.0f);
+}
+__global__ static void ob__k_to_bf16(__nv_bfloat16 *out, const float *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = __float2bfloat16(in[i]);
+}
+/* out = in * rowscale[row] (bf16), for the weight gradient of a binarised layer: (beta dY)^T S. */
+__global__ static void ob__k_rowscale_bf16(__nv_bfloat16 *out, const float *in, const float *rowscale, int N, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16(in[i] * rowscale[i / (size_t)N]);
+}
+/* The XNOR product's epilogue: y[m, n] = beta_m sum_g alpha[n, g] dot_g[m, n], from G group dots. */
+__global__ static void ob__k_xnor_combine(float *y, const float *dots, const float *alpha, const float *beta, int M, int N, int G) {
+    size_t MN = (size_t)M * N;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x) {
+        int n = (int)(i % (size_t)N), m = (int)(i / (size_t)N);
+        float acc = 0.0f;
+        for (int g = 0; g < G; g++) acc += alpha[(size_t)n * G + g] * dots[(size_t)g * MN + i];
+        y[i] = beta[m] * acc;
+    }
+}
+/* ob_binarize_weights_ref / ob_ternarize_weights_ref on the device (one block per group) are not
+ * needed: the forward weights come from ob_model_quantize's exact values (see ob_cuda_model_quantize). */
+
+/* ob__resid_mix_forward */
+__global__ static void ob__k_resid_mix_fwd(float *out, const float *x, const float *x0, const float *mix, int D, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % (size_t)D);
+        out[i] = mix[c] * x[i] + mix[D + c] * x0[i];
+    }
+}
+/* ob__scaled_add_forward: out = x + scale (.) y (x may be NULL). */
+__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const float *y, int D, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * y[i];
+}
+/* Column sums of a (rows, D) product a (.) b in a fixed order (deterministic): partials per block of
+ * rows, then a second kernel. Used for the gradients of per-channel scales and mixes. */
+__global__ static void ob__k_colsum_partial(float *part, const float *a, const float *b, int rows, int D, int rows_per_block) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= D) return;
+    int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
+    float s = 0.0f;
+    for (int r = r0; r < r1; r++) s += a[(size_t)r * D + c] * (b ? b[(size_t)r * D + c] : 1.0f);
+    part[(size_t)blockIdx.y * D + c] = s;
+}
+__global__ static void ob__k_colsum_final(float *out, const float *part, int n_part, int D) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= D) return;
+    float s = 0.0f;
+    for (int p = 0; p < n_part; p++) s += part[(size_t)p * D + c];
+    out[c] += s;
+}
+/* ob__scaled_add_backward's elementwise part: dy = scale (.) dout. */
+__global__ static void ob__k_scale_cols(float *dy, const float *dout, const float *scale, int D, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dy[i] = scale[i % (size_t)D] * dout[i];
+}
+/* ob__resid_mix_backward's elementwise part: dx += mix0 dout, dx0 += mix1 dout. */
+__global__ static void ob__k_resid_mix_bwd(float *dx, float *dx0, const float *dout, const float *mix, int D, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % (size_t)D);
+        dx[i] += mix[c] * dout[i];
+        dx0[i] += mix[D + c] * dout[i];
+    }
+}
+__global__ static void ob__k_add(float *a, const float *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) a[i] += b[i];
+}
+
+/* ob__headnorm_rope_forward + q_gain + the bf16 attention operands: one warp per (token, head).
+ * q heads get the gain (score = gain q.k / sqrt(d) becomes a plain softmax of q'.k / sqrt(d)). */
+__global__ static void ob__k_headnorm_rope_fwd(__nv_bfloat16 *out, float *rstd, const float *in, int in_stride, const float *cosb,
+                                               const float *sinb, const float *gain, int BT, int T, int nh, int d, int qk_norm) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= BT * nh) return;
+    int bt = w / nh, h = w % nh, half = d / 2, pos = bt % T;
+    const float *x = in + (size_t)bt * in_stride + (size_t)h * d;
+    float ss = 0.0f;
+    for (int i = lane; i < d; i += 32) ss += x[i] * x[i];
+    ss = ob__warp_sum(ss);
+    float r = qk_norm ? rsqrtf(ss / d + 1.1920928955078125e-07f) : 1.0f;
+    if (lane == 0) rstd[w] = r;
+    float gs = gain ? gain[h] : 1.0f;
+    const float *c = cosb + (size_t)pos * half, *s = sinb + (size_t)pos * half;
+    __nv_bfloat16 *o = out + (size_t)w * d;
+    for (int i = lane; i < half; i += 32) {
+        float x1 = x[i] * r, x2 = x[i + half] * r;
+        o[i] = __float2bfloat16((x1 * c[i] + x2 * s[i]) * gs);
+        o[i + half] = __float2bfloat16((-x1 * s[i] + x2 * c[i]) * gs);
+    }
+}
+/* ob__headnorm_rope_backward (+ the gain): dq' (fp32, from attention) -> dx (+=, row stride in_stride);
+ * dgain partials per (token, head) into gpart (summed in a fixed order later). */
+__global__ static void ob__k_headnorm_rope_bwd(float *dx, int in_stride, const float *dout, const float *in, const float *rstd,
+                                               const float *cosb, const float *sinb, const float *gain, float *gpart, int BT, int T,
+                                               int nh, int d, int qk_norm) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= BT * nh) return;
+    int bt = w / nh, h = w % nh, half = d / 2, pos = bt % T;
+    const float *x = in + (size_t)bt * in_stride + (size_t)h * d, *go = dout + (size_t)w * d;
+    const float *c = cosb + (size_t)pos * half, *s = sinb + (size_t)pos * half;
+    float r = rstd[w], gs = gain ? gain[h] : 1.0f, gdot = 0.0f, dot = 0.0f;
+    /* two passes over the pairs: first the rotated value (for dgain) and dn . n */
+    for (int i = lane; i < half; i += 32) {
+        float x1 = x[i] * r, x2 = x[i + half] * r;
+        float o1 = x1 * c[i] + x2 * s[i], o2 = -x1 * s[i] + x2 * c[i];
+        gdot += go[i] * o1 + go[i + half] * o2;
+        float d1 = (go[i] * c[i] - go[i + half] * s[i]) * gs, d2 = (go[i] * s[i] + go[i + half] * c[i]) * gs;
+        dot += d1 * x1 + d2 * x2;
+    }
+    gdot = ob__warp_sum(gdot);
+    dot = ob__warp_sum(dot);
+    if (lane == 0 && gpart) gpart[w] = gdot;
+    float mean = dot / d;
+    float *gx = dx + (size_t)bt * in_stride + (size_t)h * d;
+    for (int i = lane; i < half; i += 32) {
+        float x1 = x[i] * r, x2 = x[i + half] * r;
+        float d1 = (go[i] * c[i] - go[i + half] * s[i]) * gs, d2 = (go[i] * s[i] + go[i + half] * c[i]) * gs;
+        if (qk_norm) { gx[i] += r * (d1 - x1 * mean); gx[i + half] += r * (d2 - x2 * mean); }
+        else { gx[i] += d1; gx[i + half] += d2; }
+    }
+}
+/* dgain[h] += sum over tokens of the per-(token, head) partials, in token order. */
+__global__ static void ob__k_gain_final(float *dgain, const float *gpart, int BT, int nh) {
+    int h = blockIdx.x;
+    float s = 0.0f;
+    for (int t = threadIdx.x; t < BT; t += blockDim.x) s += gpart[(size_t)t * nh + h];
+    s = ob__block_sum(s);
+    if (threadIdx.x == 0) dgain[h] += s;
+}
+/* v: the third part of qkv as bf16 (B*T, Hkv*d). */
+__global__ static void ob__k_extract_v(__nv_bfloat16 *v, const float *qkv, int stride, int off, int width, size_t BT) {
+    size_t n = BT * (size_t)width;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        v[i] = __float2bfloat16(qkv[(i / width) * stride + off + i % width]);
+}
+__global__ static void ob__k_scatter_add(float *dst, int stride, int off, const float *src, int width, size_t BT) {
+    size_t n = BT * (size_t)width;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[(i / width) * stride + off + i % width] += src[i];
+}
+__global__ static void ob__k_bf16_to_f32(float *out, const __nv_bfloat16 *in, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = __bfloat162float(in[i]);
+}
+
+/* ob_mlp_act_forward / ob_mlp_act_backward */
+__global__ static void ob__k_mlp_act_fwd(float *act, const float *h, int F, int kind, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        if (kind == OB_ACT_SWIGLU) {
+            size_t r = i / F, j = i % F;
+            float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j];
+            act[i] = g / (1.0f + expf(-g)) * u;
+            continue;
+        }
+        float v = h[i];
+        act[i] = kind == OB_ACT_RELU2 ? (v > 0.0f ? v * v : 0.0f) : kind == OB_ACT_SIGNSQ ? v * fabsf(v)
+               : kind == OB_ACT_RELU ? fmaxf(v, 0.0f) : (v > 0.0f ? v : 0.01f * v);
+    }
+}
+__global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const float *h, int F, int kind, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float da = dact[i];
+        if (kind == OB_ACT_SWIGLU) {
+            size_t r = i / F, j = i % F;
+            float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j], s = 1.0f / (1.0f + expf(-g));
+            dh[r * 2 * F + F + j] = da * g * s;
+            dh[r * 2 * F + j] = da * u * (s + g * s * (1.0f - s));
+            continue;
+        }
+        float v = h[i];
+        dh[i] = kind == OB_ACT_RELU2 ? (v > 0.0f ? 2.0f * v * da : 0.0f) : kind == OB_ACT_SIGNSQ ? 2.0f * fabsf(v) * da
+              : kind == OB_ACT_RELU ? (v > 0.0f ? da : 0.0f) : (v > 0.0f ? da : 0.01f * da);
+    }
+}
+
+/* ob_smear_forward: one thread per (sequence, channel), a running sum along the sequence. */
+__global__ static void ob__k_smear_fwd(float *y, const float *x, const float *gate, int B, int T, int C) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * C) return;
+    int b = i / C, c = i % C;
+    float g = tanhf(gate[c]);
+    double sum = 0.0;
+    for (int t = 0; t < T; t++) {
+        size_t o = ((size_t)b * T + t) * C + c;
+        sum += x[o];
+        float mean = (float)(sum / (t + 1));
+        y[o] = x[o] + g * (mean - x[o]);
+    }
+}
+/* ob_smear_backward: suffix sums for dx; dgate partials per (sequence, channel). */
+__global__ static void ob__k_smear_bwd(float *dx, float *gpart, const float *dy, const float *x, const float *gate, int B, int T, int C) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * C) return;
+    int b = i / C, c = i % C;
+    float g = tanhf(gate[c]);
+    double sum = 0.0, dg = 0.0, rev = 0.0;
+    for (int t = 0; t < T; t++) {
+        size_t o = ((size_t)b * T + t) * C + c;
+        sum += x[o];
+        float mean = (float)(sum / (t + 1));
+        dg += (double)dy[o] * (mean - x[o]) * (1.0f - g * g);
+    }
+    for (int t = T - 1; t >= 0; t--) {
+        size_t o = ((size_t)b * T + t) * C + c;
+        rev += (double)dy[o] / (t + 1);
+        dx[o] += (1.0f - g) * dy[o] + g * (float)rev;
+    }
+    gpart[(size_t)b * C + c] = (float)dg;
+}
+
+/* ob__attnres_forward: one block per token. w (BT, w_stride). */
+__global__ static void ob__k_attnres_fwd(float *out, float *w, float *const *S, const float *Sn, int n, const float *query,
+                                         const float *kappa, int BT, int D, int w_stride) {
+    int t = blockIdx.x;
+    __shared__ float wt[256];
+    for (int j = 0; j < n; j++) {
+        const float *sn = Sn + ((size_t)j * BT + t) * D;
+        float dot = 0.0f;
+        for (int c = threadIdx.x; c < D; c += blockDim.x) dot += query[c] * sn[c] * kappa[c];
+        dot = ob__block_sum(dot);
+        if (threadIdx.x == 0) wt[j] = dot;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) mx = fmaxf(mx, wt[j]);
+        double sum = 0.0;
+        for (int j = 0; j < n; j++) { wt[j] = expf(wt[j] - mx); sum += wt[j]; }
+        for (int j = 0; j < n; j++) { wt[j] = (float)(wt[j] / sum); w[(size_t)t * w_stride + j] = wt[j]; }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float o = 0.0f;
+        for (int j = 0; j < n; j++) o += wt[j] * S[j][(size_t)t * D + c];
+        out[(size_t)t * D + c] = o;
+    }
+}
+/* ob__attnres_backward: dS_j += w_j dout; dSn_j += dl_j q kappa; partials of dq, dkappa per token. */
+__global__ static void ob__k_attnres_bwd(float *const *dS, float *dSn, float *qpart, float *kpart, const float *dout, const float *w,
+                                         float *const *S, const float *Sn, int n, const float *query, const float *kappa, int BT, int D,
+                                         int w_stride) {
+    int t = blockIdx.x;
+    __shared__ float dw[256], dl[256];
+    const float *wt = w + (size_t)t * w_stride, *g = dout + (size_t)t * D;
+    for (int j = 0; j < n; j++) {
+        const float *s = S[j] + (size_t)t * D;
+        float *ds = dS[j] + (size_t)t * D;
+        float acc = 0.0f;
+        for (int c = threadIdx.x; c < D; c += blockDim.x) { acc += g[c] * s[c]; ds[c] += wt[j] * g[c]; }
+        acc = ob__block_sum(acc);
+        if (threadIdx.x == 0) dw[j] = acc;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double wdw = 0.0;
+        for (int j = 0; j < n; j++) wdw += (double)wt[j] * dw[j];
+        for (int j = 0; j < n; j++) dl[j] = wt[j] * (dw[j] - (float)wdw);
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float dq = 0.0f, dk = 0.0f;
+        for (int j = 0; j < n; j++) {
+            size_t o = ((size_t)j * BT + t) * D + c;
+            dSn[o] += dl[j] * query[c] * kappa[c];
+            dq += dl[j] * kappa[c] * Sn[o];
+            dk += dl[j] * query[c] * Sn[o];
+        }
+        qpart[(size_t)t * D + c] = dq;
+        kpart[(size_t)t * D + c] = dk;
+    }
+}
+
+/* The head's loss: vocab bias, softcap, temperature, log-sum-exp and the cross-entropy, one block per
+ * token (ob_model_forward's head); logits are overwritten by the softcapped values, the raw ones go
+ * to raw_out when the backward will need them. */
+__global__ static void ob__k_loss(float *logits, float *lse_out, float *ce_out, float *raw_out, const float *vocab_bias,
+                                  const int32_t *targets, int V, float cap, int kind, float inv_temp) {
+    size_t row = blockIdx.x;
+    float *z = logits + row * V;
+    float mx = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        float r = z[v] + (vocab_bias ? vocab_bias[v] : 0.0f), val;
+        if (kind == OB_SOFTCAP_TANH) val = cap * tanhf(r / cap);
+        else if (kind == OB_SOFTCAP_NONE) val = r;
+        else {
+            float u = fminf(fmaxf(r / cap, -2.0f), 2.0f), u2 = u * u, p = u * (1.0f - u2 / 3.0f + u2 * u2 / 15.0f);
+            val = cap * fminf(fmaxf(p, -1.0f), 1.0f);
+        }
+        if (raw_out) raw_out[row * V + v] = r; /* kept for the softcap's derivative in the backward */
+        val *= inv_temp;
+        z[v] = val;
+        mx = fmaxf(mx, val);
+    }
+    mx = ob__block_max(mx);
+    float s = 0.0f;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(z[v] - mx);
+    s = ob__block_sum(s);
+    float lse = mx + logf(s);
+    int y = targets ? targets[row] : -1;
+    if (threadIdx.x == 0) {
+        lse_out[row] = lse;
+        if (targets) ce_out[row] = lse - z[y];
+    }
+}
+/* dlogits (holding the raw logits from the forward) <- d(loss_scale * loss)/d raw, from z and lse. */
+__global__ static void ob__k_loss_bwd(float *dlogits, const float *logits, const float *lse_in, const int32_t *targets, int V, float cap,
+                                      int kind, float inv_temp, float zl, float grad_scale) {
+    size_t row = blockIdx.x;
+    const float *z = logits + row * V;
+    float lse = lse_in[row];
+    int y = targets[row];
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        float p = expf(z[v] - lse), r = dlogits[row * V + v];
+        float gz = grad_scale * (p * (1.0f + 2.0f * zl * lse) - (v == y ? 1.0f : 0.0f)) * inv_temp, sg;
+        if (kind == OB_SOFTCAP_TANH) { float t = tanhf(r / cap); sg = 1.0f - t * t; }
+        else if (kind == OB_SOFTCAP_NONE) sg = 1.0f;
+        else {
+            float u = r / cap, u2 = u * u, pp = u * (1.0f - u2 / 3.0f + u2 * u2 / 15.0f);
+            sg = (u < -2.0f || u > 2.0f || pp < -1.0f || pp > 1.0f) ? 0.0f : 1.0f - u2 + u2 * u2 / 3.0f;
+        }
+        dlogits[row * V + v] = gz * sg;
+    }
+}
+/* The mean loss in a fixed order: sum(ce + zl lse^2) / n into *out (one block). */
+__global__ static void ob__k_loss_mean(float *out, const float *ce, const float *lse, float zl, int n) {
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += ce[i] + zl * lse[i] * lse[i];
+    s = ob__block_sum(s);
+    if (threadIdx.x == 0) *out = s / n;
+}
+
+/* Embedding lookup: emb[t] = E[ids[t]] (the forward values: fp8(E) under QAT). */
+__global__ static void ob__k_embed(float *emb, __nv_bfloat16 *emb_bf, const float *E, const int32_t *ids, int e, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = E[(size_t)ids[i / e] * e + i % e];
+        emb[i] = v;
+        if (emb_bf) emb_bf[i] = __float2bfloat16(v);
+    }
+}
+/* Its backward, deterministic: the tokens are grouped by id in token order (counts, offsets, lists:
+ * one thread per id scans the ids), then one thread per (id, column) sums its rows in that order. */
+__global__ static void ob__k_id_count(int *counts, const int32_t *ids, int BT, int V) {
+    int v = blockIdx.x * blockDim.x + threadIdx.x;
+    if (v >= V) return;
+    int c = 0;
+    for (int t = 0; t < BT; t++) c += ids[t] == v;
+    counts[v] = c;
+}
+__global__ static void ob__k_id_offsets(int *offsets, const int *counts, int V) {
+    if (threadIdx.x || blockIdx.x) return;
+    int o = 0;
+    for (int v = 0; v < V; v++) { offsets[v] = o; o += counts[v]; }
+}
+__global__ static void ob__k_id_fill(int *list, const int *offsets, const int32_t *ids, int BT, int V) {
+    int v = blockIdx.x * blockDim.x + threadIdx.x;
+    if (v >= V) return;
+    int o = offsets[v];
+    for (int t = 0; t < BT; t++) if (ids[t] == v) list[o++] = t;
+}
+__global__ static void ob__k_embed_bwd(float *dE, const float *demb, const int *list, const int *offsets, const int *counts, int e, int V) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)V * e) return;
+    int v = (int)(i / e), c = (int)(i % e), n = counts[v];
+    if (!n) return;
+    const int *l = list + offsets[v];
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) s += demb[(size_t)l[j] * e + c];
+    dE[i] += s;
+}
+
+/* Naive attention, the fallback and the GPU reference: one warp per (batch, head, query) for the
+ * forward; the backward recomputes the probabilities, one warp per query row for dq and one warp per
+ * key column for dk / dv (no atomics: deterministic). Used when no flash kernel is compiled in
+ * (OB_HAVE_FLASH_ATTENTION). q (B,T,H,d), k / v (B,T,Hkv,d), o (B,T,H,d) bf16, lse (B,H,T). */
+__global__ static void ob__k_attn_naive_fwd(__nv_bfloat16 *o, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                            const __nv_bfloat16 *v, int B, int T, int H, int Hkv, int d) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= B * H * T) return;
+    int t = w % T, h = (w / T) % H, b = w / (T * H), hk = h / (H / Hkv);
+    float scale = rsqrtf((float)d), acc[8], mx = -INFINITY, sum = 0.0f;
+    const __nv_bfloat16 *qt = q + (((size_t)b * T + t) * H + h) * d;
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    for (int s = 0; s <= t; s++) {
+        const __nv_bfloat16 *ks = k + (((size_t)b * T + s) * Hkv + hk) * d, *vs = v + (((size_t)b * T + s) * Hkv + hk) * d;
+        float dot = 0.0f;
+        for (int i = lane; i < d; i += 32) dot += __bfloat162float(qt[i]) * __bfloat162float(ks[i]);
+        dot = ob__warp_sum(dot) * scale;
+        float nm = fmaxf(mx, dot), c = expf(mx - nm), p = expf(dot - nm);
+        sum = sum * c + p;
+        for (int j = 0, i = lane; i < d; j++, i += 32) acc[j] = acc[j] * c + p * __bfloat162float(vs[i]);
+        mx = nm;
+    }
+    __nv_bfloat16 *ot = o + (((size_t)b * T + t) * H + h) * d;
+    for (int j = 0, i = lane; i < d; j++, i += 32) ot[i] = __float2bfloat16(acc[j] / sum);
+    if (lane == 0) lse[((size_t)b * H + h) * T + t] = mx + logf(sum);
+}
+/* dq: per query row, dS = P (dP - Drow), dq = scale sum_s dS k_s. */
+__global__ static void ob__k_attn_naive_bwd_q(float *dq, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                              const __nv_bfloat16 *o, const __nv_bfloat16 *dout, const float *lse, int B, int T, int H,
+                                              int Hkv, int d) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= B * H * T) return;
+    int t = w % T, h = (w / T) % H, b = w / (T * H), hk = h / (H / Hkv);
+    float scale = rsqrtf((float)d), acc[8];
+    size_t qo = (((size_t)b * T + t) * H + h) * d;
+    float Drow = 0.0f;
+    for (int i = lane; i < d; i += 32) Drow += __bfloat162float(dout[qo + i]) * __bfloat162float(o[qo + i]);
+    Drow = ob__warp_sum(Drow);
+    float L = lse[((size_t)b * H + h) * T + t];
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    for (int s = 0; s <= t; s++) {
+        size_t ko = (((size_t)b * T + s) * Hkv + hk) * d;
+        float dot = 0.0f, dp = 0.0f;
+        for (int i = lane; i < d; i += 32) {
+            dot += __bfloat162float(q[qo + i]) * __bfloat162float(k[ko + i]);
+            dp += __bfloat162float(dout[qo + i]) * __bfloat162float(v[ko + i]);
+        }
+        dot = ob__warp_sum(dot);
+        dp = ob__warp_sum(dp);
+        float p = expf(dot * scale - L), ds = p * (dp - Drow);
+        for (int j = 0, i = lane; i < d; j++, i += 32) acc[j] += ds * __bfloat162float(k[ko + i]);
+    }
+    for (int j = 0, i = lane; i < d; j++, i += 32) dq[qo + i] = acc[j] * scale;
+}
+/* dk, dv: per key column, summed over the query heads of its kv head and the queries t >= s. */
+__global__ static void ob__k_attn_naive_bwd_kv(float *dk, float *dv, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
+                                               const __nv_bfloat16 *o, const __nv_bfloat16 *dout, const float *lse, int B, int T, int H,
+                                               int Hkv, int d) {
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= B * Hkv * T) return;
+    int s = w % T, hk = (w / T) % Hkv, b = w / (T * Hkv), rep = H / Hkv;
+    float scale = rsqrtf((float)d), ak[8], av[8];
+    size_t ko = (((size_t)b * T + s) * Hkv + hk) * d;
+    for (int j = 0; j < 8; j++) { ak[j] = 0.0f; av[j] = 0.0f; }
+    for (int h = hk * rep; h < (hk + 1) * rep; h++)
+        for (int t = s; t < T; t++) {
+            size_t qo = (((size_t)b * T + t) * H + h) * d;
+            float dot = 0.0f, dp = 0.0f, Drow = 0.0f;
+            for (int i = lane; i < d; i += 32) {
+                dot += __bfloat162float(q[qo + i]) * __bfloat162float(k[ko + i]);
+                dp += __bfloat162float(dout[qo + i]) * __bfloat162float(v[ko + i]);
+                Drow += __bfloat162float(dout[qo + i]) * __bfloat162float(o[qo + i]);
+            }
+            dot = ob__warp_sum(dot);
+            dp = ob__warp_sum(dp);
+            Drow = ob__warp_sum(Drow);
+            float p = expf(dot * scale - lse[((size_t)b * H + h) * T + t]), ds = p * (dp - Drow);
+            for (int j = 0, i = lane; i < d; j++, i += 32) {
+                ak[j] += ds * __bfloat162float(q[qo + i]);
+                av[j] += p * __bfloat162float(dout[qo + i]);
+            }
+        }
+    for (int j = 0, i = lane; i < d; j++, i += 32) { dk[ko + i] = ak[j] * scale; dv[ko + i] = av[j]; }
+}
+
+/* ---- weight quantisation on the device: the same values as ob_model_quantize ---- */
+__device__ static float ob__dev_fp8_round(float v) {
+    uint32_t u = __float_as_uint(v), sign = u & 0x80000000u;
+    u &= 0x7FFFFFFFu;
+    uint32_t q;
+    if (u >= 0x43F00000u) return __uint_as_float(sign | 0x7FC00000u);
+    if (u < 0x3C800000u) {
+        float t = __uint_as_float(u) + 16384.0f;
+        q = __float_as_uint(t) - 0x46800000u;
+        return __uint_as_float(sign | __float_as_uint((float)q * (1.0f / 512.0f)));
+    }
+    uint32_t mant_odd = (u >> 20) & 1u;
+    u += ((uint32_t)(7 - 127) << 23) + 0x7FFFFu + mant_odd;
+    q = (u >> 20) & 0x7F;
+    if (q == 0x7F) return __uint_as_float(sign | 0x7FC00000u);
+    uint32_t e = q >> 3, m = q & 7u;
+    return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+__device__ static float ob__dev_bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+/* One block per group: alpha = max(mean|w|, 1e-8) (rounded as stored), q = alpha s(w) or
+ * alpha clamp(round(w / alpha)); sign matrix and bf16 copies for the GEMMs. round_mode: 0 none,
+ * 1 fp8 (scale_fp8), 2 bf16 (storage_exact); fp8_inside: binary weights round alpha before use. */
+__global__ static void ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_bfloat16 *ws, float *alpha, const float *w, int g, int ternary,
+                                             int round_mode) {
+    const float *wg = w + (size_t)blockIdx.x * g;
+    double s = 0.0;
+    for (int k = threadIdx.x; k < g; k += blockDim.x) s += fabs((double)wg[k]);
+    /* a double block sum: pairwise through shared memory */
+    __shared__ double part[32];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    __shared__ float a_sh, a_raw_sh;
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int i = 0; i < (int)((blockDim.x + 31) >> 5); i++) t += part[i];
+        float a = fmaxf((float)(t / g), 1e-8f);
+        a_raw_sh = a; /* ternary decisions use the unrounded scale, as on the CPU */
+        a_sh = round_mode == 1 ? ob__dev_fp8_round(a) : round_mode == 2 ? ob__dev_bf16_round(a) : a;
+        alpha[blockIdx.x] = a_sh;
+    }
+    __syncthreads();
+    float a_store = a_sh, a_raw = a_raw_sh;
+    for (int k = threadIdx.x; k < g; k += blockDim.x) {
+        float sgn;
+        if (ternary) { float t = rintf(wg[k] / a_raw); sgn = fminf(fmaxf(t, -1.0f), 1.0f); }
+        else sgn = wg[k] >= 0.0f ? 1.0f : -1.0f;
+        size_t i = (size_t)blockIdx.x * g + k;
+        float v = sgn * a_store;
+        if (ternary && round_mode && sgn == 0.0f) v = 0.0f; /* the CPU re-maps stored ternary zeros to +0 */
+        qv[i] = v;
+        wq[i] = __float2bfloat16(v);
+        ws[i] = __float2bfloat16(sgn);
+    }
+}
+/* Other tensors: fp8 (QAT), bf16 (storage_exact) or a copy; plus the bf16 GEMM copy. */
+__global__ static void ob__k_quantize_plain(float *qv, __nv_bfloat16 *wq, const float *w, int mode, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = mode == 1 ? ob__dev_fp8_round(w[i]) : mode == 2 ? ob__dev_bf16_round(w[i]) : w[i];
+        qv[i] = v;
+        wq[i] = __float2bfloat16(v);
+    }
+}
+
+/* ================================================================================================
+ * Launchers (the CPU path's names with ob_cuda_, each on the model's stream)
+ * ============================================================================================== */
+#define OB__ELEMS(n) ob__blocks((n), 256), 256, 0, g->stream
+
+/* The device twin of a host parameter pointer: same offset into another buffer. */
+static float *ob__dev(const ob_cuda_model *g, const float *host_ptr, float *base) {
+    return host_ptr ? base + (host_ptr - g->layout->params) : NULL;
+}
+static __nv_bfloat16 *ob__dev_bf(const ob_cuda_model *g, const float *host_ptr, __nv_bfloat16 *base) {
+    return host_ptr ? base + (host_ptr - g->layout->params) : NULL;
+}
+static const float *ob__alpha_dev(const ob_cuda_model *g, const float *host_ptr) {
+    size_t off = (size_t)(host_ptr - g->layout->params);
+    for (int i = 0; i < g->layout->n_tensors; i++)
+        if (g->layout->tensors[i].kind == OB_PARAM_QUANT && g->layout->tensors[i].offset == off) return g->qalpha + g->layout->tensors[i].alpha_offset;
+    return NULL;
+}
+
+/* Row-major GEMMs through cuBLAS (column-major): see the layout note at ob__gemm_rm. */
+#define ob__gemm_rm(...) ob__gemm_rm_at(__func__, __LINE__, __VA_ARGS__)
+static int ob__gemm_rm_at(const char *fn, int line, ob_cuda_model *g, int opA, int opB, int m, int n, int k, const void *A, int lda, const void *B,
+                          int ldb, void *C, cudaDataType ct, int ldc, float alpha, float beta, int batch, long long sA, long long sB, long long sC) {
+    /* cuBLAS computes column-major C (m, n) = op(A) op(B); the callers pass the row-major operands in
+     * the order that makes C's column-major view the row-major result (C^T = B^T A^T). */
+    cublasOperation_t oa = opA ? CUBLAS_OP_T : CUBLAS_OP_N, ob = opB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (batch <= 1)
+        OB_CUBLAS_CHECK(cublasGemmEx(g->cublas, oa, ob, m, n, k, &alpha, A, CUDA_R_16BF, lda, B, CUDA_R_16BF, ldb, &beta, C, ct, ldc,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    else
+        OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, oa, ob, m, n, k, &alpha, A, CUDA_R_16BF, lda, sA, B, CUDA_R_16BF, ldb, sB,
+                                                   &beta, C, ct, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    ob__prof_mark(fn, line, m, n, k * (batch > 1 ? batch : 1));
+    return OB_OK;
+}
+/* Y (M, N) fp32 = X (M, K) W (N, K)^T, bf16 operands */
+static int ob__linear_fwd(ob_cuda_model *g, float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *W, int M, int K, int N) {
+    return ob__gemm_rm(g, 1, 0, N, M, K, W, K, X, K, Y, CUDA_R_32F, N, 1.0f, 0.0f, 1, 0, 0, 0);
+}
+/* dX (M, K) (+)= dY (M, N) W (N, K) */
+static int ob__linear_bwd_x(ob_cuda_model *g, float *dX, const __nv_bfloat16 *dY, const __nv_bfloat16 *W, int M, int K, int N, float beta) {
+    return ob__gemm_rm(g, 0, 0, K, M, N, W, K, dY, N, dX, CUDA_R_32F, K, 1.0f, beta, 1, 0, 0, 0);
+}
+/* dW (N, K) += dY (M, N)^T X (M, K) */
+static int ob__linear_bwd_w(ob_cuda_model *g, float *dW, const __nv_bfloat16 *dY, const __nv_bfloat16 *X, int M, int K, int N) {
+    return ob__gemm_rm(g, 0, 1, K, N, M, X, K, dY, N, dW, CUDA_R_32F, K, 1.0f, 1.0f, 1, 0, 0, 0);
+}
+
+/* One quantised linear: out (M, N) = in (M, K) W^T. With a binarised input the product is the exact
+ * XNOR form: the G group dot products of signs (integers, exact in fp32) from G GEMMs of depth g,
+ * then y = beta (sum_g alpha_g dot_g). in_bf receives the signs (or the bf16 input), beta the scales. */
+static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in, __nv_bfloat16 *in_bf, float *beta,
+                                   const float *w_host, int M, int K, int N, int binarize_in, float *dots) {
+    __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
+    if (!binarize_in) {
+        ob__k_to_bf16<<<OB__ELEMS((size_t)M * K)>>>(in_bf, in, (size_t)M * K);
+        OB_CUDA_LAUNCHED();
+        return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
+    }
+    int gs = g->cfg.group_size, G = K / gs;
+    ob__k_binarize_act<<<M, 256, 0, g->stream>>>(in_bf, beta, in, K);
+    OB_CUDA_LAUNCHED();
+    __nv_bfloat16 *ws = ob__dev_bf(g, w_host, g->wsign);
+    /* group gi: dots[gi] (M, N) = S_x[:, gi] S_w[:, gi]^T, both with row stride K */
+    for (int gi = 0; gi < G; gi++)
+        OB_TRY(ob__gemm_rm(g, 1, 0, N, M, gs, ws + (size_t)gi * gs, K, in_bf + (size_t)gi * gs, K, dots + (size_t)gi * M * N, CUDA_R_32F, N,
+                           1.0f, 0.0f, 1, 0, 0, 0));
+    ob__k_xnor_combine<<<OB__ELEMS((size_t)M * N)>>>(out, dots, ob__alpha_dev(g, w_host), beta, M, N, G);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+/* Its backward (STE): dX = dY W_q; dW += dY^T X_b = (beta dY)^T S for a binarised input. */
+static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *dout, const __nv_bfloat16 *in_bf, const float *beta,
+                                    const float *w_host, int M, int K, int N, int binarize_in) {
+    __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
+    float *dw = ob__dev(g, w_host, g->grads);
+    ob__k_to_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf, dout, (size_t)M * N);
+    OB_CUDA_LAUNCHED();
+    OB_TRY(ob__linear_bwd_x(g, din, g->g_bf, wq, M, K, N, 0.0f));
+    if (binarize_in) {
+        ob__k_rowscale_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf2, dout, beta, N, (size_t)M * N);
+        OB_CUDA_LAUNCHED();
+        return ob__linear_bwd_w(g, dw, g->g_bf2, in_bf, M, K, N);
+    }
+    return ob__linear_bwd_w(g, dw, g->g_bf, in_bf, M, K, N);
+}
+
+static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int M, int C) {
+    ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const float *dy, const float *y, const float *rstd, int M, int C) {
+    ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dy, y, rstd, C);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+/* dcol[c] += sum over rows of a (.) b (b may be NULL): deterministic two-pass column sums. */
+static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float *b, int rows, int D) {
+    int rpb = 256, parts = (rows + rpb - 1) / rpb;
+    dim3 grid((D + 127) / 128, parts);
+    ob__k_colsum_partial<<<grid, 128, 0, g->stream>>>(g->colsum, a, b, rows, D, rpb);
+    OB_CUDA_LAUNCHED();
+    ob__k_colsum_final<<<(D + 127) / 128, 128, 0, g->stream>>>(dcol, g->colsum, parts, D);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const float *y, int BT, int D) {
+    ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+/* dy = scale dout (overwrites), dscale += sum dout y */
+static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscale, const float *dout, const float *scale, const float *y, int BT, int D) {
+    OB_TRY(ob__colsum(g, dscale, dout, y, BT, D));
+    ob__k_scale_cols<<<OB__ELEMS((size_t)BT * D)>>>(dy, dout, scale, D, (size_t)BT * D);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_resid_mix_forward(ob_cuda_model *g, float *out, const float *x, const float *x0, const float *mix, int BT, int D) {
+    ob__k_resid_mix_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, x0, mix, D, (size_t)BT * D);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_resid_mix_backward(ob_cuda_model *g, float *dx, float *dx0, float *dmix, const float *dout, const float *x, const float *x0,
+                                      const float *mix, int BT, int D) {
+    OB_TRY(ob__colsum(g, dmix, dout, x, BT, D));
+    OB_TRY(ob__colsum(g, dmix + D, dout, x0, BT, D));
+    ob__k_resid_mix_bwd<<<OB__ELEMS((size_t)BT * D)>>>(dx, dx0, dout, mix, D, (size_t)BT * D);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_smear_forward(ob_cuda_model *g, float *y, const float *x, const float *gate, int B, int T, int C) {
+    ob__k_smear_fwd<<<(B * C + 255) / 256, 256, 0, g->stream>>>(y, x, gate, B, T, C);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_smear_backward(ob_cuda_model *g, float *dx, float *dgate, const float *dy, const float *x, const float *gate, int B, int T, int C) {
+    ob__k_smear_bwd<<<(B * C + 255) / 256, 256, 0, g->stream>>>(dx, g->colsum, dy, x, gate, B, T, C);
+    OB_CUDA_LAUNCHED();
+    ob__k_colsum_final<<<(C + 127) / 128, 128, 0, g->stream>>>(dgate, g->colsum, B, C);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_mlp_act_forward(ob_cuda_model *g, float *act, const float *h, int M, int F, int kind) {
+    ob__k_mlp_act_fwd<<<OB__ELEMS((size_t)M * F)>>>(act, h, F, kind, (size_t)M * F);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *dact, const float *h, int M, int F, int kind) {
+    ob__k_mlp_act_bwd<<<OB__ELEMS((size_t)M * F)>>>(dh, dact, h, F, kind, (size_t)M * F);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_attention_fwd(ob_cuda_model *g, ob_cuda_layer_acts *A, int B, int T) {
+    int H = g->cfg.num_heads, Hkv = g->cfg.num_kv_heads, d = g->cfg.model_dim / H;
+#ifdef OB_HAVE_FLASH_ATTENTION
+    OB_CUDA_CHECK(ob_cuda_attention_forward(A->q, A->k, A->v, A->o, A->lse, B, T, H, Hkv, d, g->stream));
+#else
+    if (d > 256) return ob_set_error(OB_ERR_UNSUPPORTED, "naive attention: head dim %d > 256", d);
+    size_t warps = (size_t)B * H * T;
+    ob__k_attn_naive_fwd<<<ob__blocks(warps * 32, 256), 256, 0, g->stream>>>(A->o, A->lse, A->q, A->k, A->v, B, T, H, Hkv, d);
+    OB_CUDA_LAUNCHED();
+#endif
+    return OB_OK;
+}
+static int ob_cuda_attention_bwd(ob_cuda_model *g, ob_cuda_layer_acts *A, const __nv_bfloat16 *dout, float *dq, float *dk, float *dv, int B, int T) {
+    int H = g->cfg.num_heads, Hkv = g->cfg.num_kv_heads, d = g->cfg.model_dim / H;
+#ifdef OB_HAVE_FLASH_ATTENTION
+    OB_CUDA_CHECK(ob_cuda_attention_backward(A->q, A->k, A->v, A->o, dout, A->lse, dq, dk, dv, g->attn_ws, g->attn_ws_bytes, B, T, H, Hkv, d, g->stream));
+#else
+    ob__k_attn_naive_bwd_q<<<ob__blocks((size_t)B * H * T * 32, 256), 256, 0, g->stream>>>(dq, A->q, A->k, A->v, A->o, dout, A->lse, B, T, H, Hkv, d);
+    OB_CUDA_LAUNCHED();
+    ob__k_attn_naive_bwd_kv<<<ob__blocks((size_t)B * Hkv * T * 32, 256), 256, 0, g->stream>>>(dk, dv, A->q, A->k, A->v, A->o, dout, A->lse, B, T, H, Hkv, d);
+    OB_CUDA_LAUNCHED();
+#endif
+    return OB_OK;
+}
+
+/* ================================================================================================
+ * The model on the device: the same control flow as ob_model_forward / ob_model_backward
+ * ============================================================================================== */
+static int ob__cu_layer_block(const ob_cuda_model *g, int l) { return l % g->cfg.num_layers; }
+static const ob_block_params *ob__cu_hp(const ob_cuda_model *g, int l) { return &g->layout->p.blocks[ob__cu_layer_block(g, l)]; }
+/* forward values (qparams) and gradients of a block's small tensors */
+#define OB__Q(hp) ob__dev(g, (hp), g->qparams)
+#define OB__G(hp) ob__dev(g, (hp), g->grads)
+
+static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
+    OB_TRY(ob_cuda_qlinear_forward(g, A->qkv, A->n_attn, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1, g->dots));
+    ob__k_headnorm_rope_fwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(A->q, A->q_rstd, A->qkv, nqkv, g->rope_cos, g->rope_sin,
+                                                                                          OB__Q(hp->q_gain), BT, T, H, d, c->qk_norm);
+    OB_CUDA_LAUNCHED();
+    ob__k_headnorm_rope_fwd<<<ob__blocks((size_t)BT * Hkv * 32, 256), 256, 0, g->stream>>>(A->k, A->k_rstd, A->qkv + D, nqkv, g->rope_cos,
+                                                                                            g->rope_sin, NULL, BT, T, Hkv, d, c->qk_norm);
+    OB_CUDA_LAUNCHED();
+    ob__k_extract_v<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(A->v, A->qkv, nqkv, D + Hkv * d, Hkv * d, (size_t)BT);
+    OB_CUDA_LAUNCHED();
+    OB_TRY(ob_cuda_attention_fwd(g, A, B, T));
+    ob__k_bf16_to_f32<<<OB__ELEMS((size_t)BT * D)>>>(A->y, A->o, (size_t)BT * D);
+    OB_CUDA_LAUNCHED();
+    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_y, A->rstd_y, NULL, A->y, BT, D));
+    else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_y, A->y, (size_t)BT * D * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, g->dots);
+}
+
+static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, const float *dattn_out, float *dn) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
+    size_t BTD = (size_t)BT * D;
+    float *dn_y = g->blk_dn, *dy = g->dy_attn;
+    OB_TRY(ob_cuda_qlinear_backward(g, dn_y, dattn_out, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1));
+    if (c->normed_proj) {
+        OB_CUDA_CHECK(cudaMemsetAsync(dy, 0, BTD * sizeof(float), g->stream));
+        OB_TRY(ob_cuda_rmsnorm_backward(g, dy, dn_y, A->n_y, A->rstd_y, BT, D));
+    } else OB_CUDA_CHECK(cudaMemcpyAsync(dy, dn_y, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    /* attention: dy (fp32) -> bf16 for the kernel; dq, dk, dv in fp32 */
+    ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dy, BTD);
+    OB_CUDA_LAUNCHED();
+    OB_TRY(ob_cuda_attention_bwd(g, A, g->g_bf, g->dq, g->dk, g->dv, B, T));
+    OB_CUDA_CHECK(cudaMemsetAsync(g->dqkv, 0, (size_t)BT * nqkv * sizeof(float), g->stream));
+    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(g->dqkv, nqkv, g->dq, A->qkv, A->q_rstd, g->rope_cos,
+                                                                                          g->rope_sin, OB__Q(hp->q_gain), g->colsum, BT, T, H, d, c->qk_norm);
+    OB_CUDA_LAUNCHED();
+    ob__k_gain_final<<<H, 256, 0, g->stream>>>(OB__G(hp->q_gain), g->colsum, BT, H);
+    OB_CUDA_LAUNCHED();
+    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * Hkv * 32, 256), 256, 0, g->stream>>>(g->dqkv + D, nqkv, g->dk, A->qkv + D, A->k_rstd,
+                                                                                            g->rope_cos, g->rope_sin, NULL, NULL, BT, T, Hkv, d, c->qk_norm);
+    OB_CUDA_LAUNCHED();
+    ob__k_scatter_add<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(g->dqkv, nqkv, D + Hkv * d, g->dv, Hkv * d, (size_t)BT);
+    OB_CUDA_LAUNCHED();
+    return ob_cuda_qlinear_backward(g, dn, g->dqkv, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1);
+}
+
+static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
+    OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, g->dots));
+    OB_TRY(ob_cuda_mlp_act_forward(g, A->act, A->h, BT, F, c->activation));
+    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_act, A->rstd_act, NULL, A->act, BT, F));
+    else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_act, A->act, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1, g->dots);
+}
+
+static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, const float *dmlp_out, float *dn) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
+    OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, dmlp_out, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1));
+    if (c->normed_proj) {
+        OB_CUDA_CHECK(cudaMemsetAsync(g->dact, 0, (size_t)BT * F * sizeof(float), g->stream));
+        OB_TRY(ob_cuda_rmsnorm_backward(g, g->dact, g->dhid, A->n_act, A->rstd_act, BT, F));
+    } else OB_CUDA_CHECK(cudaMemcpyAsync(g->dact, g->dhid, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    OB_TRY(ob_cuda_mlp_act_backward(g, g->dh, g->dact, A->h, BT, F, c->activation));
+    (void)rows;
+    return ob_cuda_qlinear_backward(g, dn, g->dh, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1);
+}
+
+static int ob__cu_block_forward(ob_cuda_model *g, int l, const float *x_in) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
+    A->x_in = (float *)x_in; /* kept intact until the backward: every block input is a buffer of its own */
+    OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D));
+    OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_attn, A->rstd_attn, NULL, A->x_mix, BT, D));
+    OB_TRY(ob__cu_attn_branch_forward(g, l));
+    OB_TRY(ob_cuda_scaled_add_forward(g, A->x_attn, A->x_mix, OB__Q(hp->attn_scale), A->attn_out, BT, D));
+    OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_mlp, A->rstd_mlp, NULL, A->x_attn, BT, D));
+    OB_TRY(ob__cu_mlp_branch_forward(g, l));
+    OB_TRY(ob_cuda_scaled_add_forward(g, A->x_mlp, A->x_attn, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    if (hp->smear_gate) return ob_cuda_smear_forward(g, A->x_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D);
+    return OB_OK; /* x_out is x_mlp */
+}
+
+/* dx_out -> dx_in (+=), dx0 (+=); dx_out is preserved. */
+static int ob__cu_block_backward(ob_cuda_model *g, int l, const float *dx_out, float *dx_in, float *dx0) {
+    const ob_config *c = &g->cfg;
+    ob_cuda_layer_acts *A = &g->L[l];
+    const ob_block_params *hp = ob__cu_hp(g, l);
+    int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
+    size_t BTD = (size_t)BT * D;
+    float *dres = g->blk_res, *dbranch = g->blk_branch, *dn = g->dmix;
+    if (hp->smear_gate) {
+        OB_CUDA_CHECK(cudaMemsetAsync(dres, 0, BTD * sizeof(float), g->stream));
+        OB_TRY(ob_cuda_smear_backward(g, dres, OB__G(hp->smear_gate), dx_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D));
+    } else OB_CUDA_CHECK(cudaMemcpyAsync(dres, dx_out, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    OB_TRY(ob_cuda_scaled_add_backward(g, dbranch, OB__G(hp->mlp_scale), dres, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    OB_TRY(ob__cu_mlp_branch_backward(g, l, dbranch, dn));
+    OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_mlp, A->rstd_mlp, BT, D));
+    OB_TRY(ob_cuda_scaled_add_backward(g, dbranch, OB__G(hp->attn_scale), dres, OB__Q(hp->attn_scale), A->attn_out, BT, D));
+    OB_TRY(ob__cu_attn_branch_backward(g, l, dbranch, dn));
+    OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_attn, A->rstd_attn, BT, D));
+    return ob_cuda_resid_mix_backward(g, dx_in, dx0, OB__G(hp->resid_mix), dres, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D);
+}
+
+/* Attention Residuals (the CPU's ob__ar_* helpers) */
+static int ob__cu_n_store(const ob_config *c) { int le = ob_config_effective_layers(c); return c->attn_res == 2 ? le + 1 : c->attn_res == 1 ? 2 * le + 1 : 0; }
+static int ob__cu_n_calls(const ob_config *c) { int le = ob_config_effective_layers(c); return c->attn_res == 2 ? le : c->attn_res == 1 ? 2 * le + 1 : 0; }
+/* The stored tensors S_j are fixed buffers (x0, block outputs, sub-layer deltas), so their device
+ * pointer tables are built once with the activations (g->ar_tab, g->dS_tab). */
+static int ob__cu_ar_store(ob_cuda_model *g, int j, float *S) {
+    int BT = g->B * g->T, D = g->cfg.model_dim;
+    return ob_cuda_rmsnorm_forward(g, g->ar_norm + (size_t)j * BT * D, g->ar_rstd + (size_t)j * BT, NULL, S, BT, D);
+}
+static int ob__cu_ar_attend(ob_cuda_model *g, int call, int query, int n) {
+    int BT = g->B * g->T, D = g->cfg.model_dim, ns = ob__cu_n_store(&g->cfg);
+    const float *qry = ob__dev(g, g->layout->p.attn_res_queries, g->qparams) + (size_t)query * D;
+    ob__k_attnres_fwd<<<BT, 256, 0, g->stream>>>(g->ar_out + (size_t)call * BT * D, g->ar_w + (size_t)call * BT * ns, g->ar_tab, g->ar_norm, n, qry,
+                                                 ob__dev(g, g->layout->p.attn_res_key_norm, g->qparams), BT, D, ns);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob__cu_ar_attend_backward(ob_cuda_model *g, int call, int query, int n, const float *dout) {
+    int BT = g->B * g->T, D = g->cfg.model_dim, ns = ob__cu_n_store(&g->cfg);
+    const float *qry = ob__dev(g, g->layout->p.attn_res_queries, g->qparams) + (size_t)query * D;
+    ob__k_attnres_bwd<<<BT, 256, 0, g->stream>>>(g->dS_tab, g->dSn, g->ar_qpart, g->ar_kpart, dout, g->ar_w + (size_t)call * BT * ns, g->ar_tab,
+                                                 g->ar_norm, n, qry, ob__dev(g, g->layout->p.attn_res_key_norm, g->qparams), BT, D, ns);
+    OB_CUDA_LAUNCHED();
+    OB_TRY(ob__colsum(g, ob__dev(g, g->layout->p.attn_res_queries, g->grads) + (size_t)query * D, g->ar_qpart, NULL, BT, D));
+    return ob__colsum(g, ob__dev(g, g->layout->p.attn_res_key_norm, g->grads), g->ar_kpart, NULL, BT, D);
+}
+static int ob__cu_ar_finish(ob_cuda_model *g, int j) {
+    int BT = g->B * g->T, D = g->cfg.model_dim;
+    return ob_cuda_rmsnorm_backward(g, g->dS + (size_t)j * BT * D, g->dSn + (size_t)j * BT * D, g->ar_norm + (size_t)j * BT * D,
+                                    g->ar_rstd + (size_t)j * BT, BT, D);
+}
+
+/* ---- memory ---- */
+typedef struct { char *base; size_t off, cap; } ob__bump;
+static void *ob__take(ob__bump *b, size_t bytes) {
+    size_t o = (b->off + 255) & ~(size_t)255;
+    b->off = o + bytes;
+    return b->base ? b->base + o : NULL;
+}
+
+/* Lays out (or, with base NULL, measures) every activation and gradient buffer for B x T. */
+static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grads) {
+    const ob_config *c = &g->cfg;
+    ob__bump b = {base, 0, 0};
+    size_t BT = (size_t)B * T, D = (size_t)c->model_dim, F = (size_t)c->mlp_mult * D, H = (size_t)c->num_heads;
+    size_t Hkv = (size_t)c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d, V = (size_t)c->vocab_size;
+    size_t e = (size_t)(c->embed_dim > 0 ? c->embed_dim : c->model_dim), rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
+    int le = ob_config_effective_layers(c), ns = ob__cu_n_store(c), nc = ob__cu_n_calls(c);
+    int n_skip = g->layout->n_skip;
+#define F32(n) ((float *)ob__take(&b, (size_t)(n) * sizeof(float)))
+#define BF(n) ((__nv_bfloat16 *)ob__take(&b, (size_t)(n) * sizeof(__nv_bfloat16)))
+    if (!grads) {
+        for (int l = 0; l < le; l++) {
+            ob_cuda_layer_acts A;
+            A.x_in = NULL; /* points at its input (a block output, a skip sum, an AttnRes mix): set by the forward */
+            A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = F32(BT * nqkv);
+            A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.y = F32(BT * D); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
+            A.attn_out = F32(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = F32(BT * rows);
+            A.act = F32(BT * F); A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = F32(BT * D); A.x_mlp = F32(BT * D);
+            A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
+            A.attn_delta = c->attn_res == 1 ? F32(BT * D) : NULL; A.mlp_delta = c->attn_res == 1 ? F32(BT * D) : NULL;
+            A.beta_qkv = F32(BT); A.beta_proj = F32(BT); A.beta_fc = F32(BT); A.beta_down = F32(BT);
+            A.in_qkv = BF(BT * D); A.in_proj = BF(BT * D); A.in_fc = BF(BT * D); A.in_down = BF(BT * F);
+            A.q = BF(BT * D); A.k = BF(BT * Hkv * d); A.v = BF(BT * Hkv * d); A.o = BF(BT * D); A.lse = F32((size_t)B * H * T);
+            if (base) g->L[l] = A;
+        }
+        float *p;
+        p = F32(BT * e); if (base) g->emb = p;
+        __nv_bfloat16 *pb = BF(BT * e); if (base) g->emb_bf = pb;
+        p = F32(BT * D); if (base) g->emb_proj = p;
+        p = F32(BT * D); if (base) g->x0 = p;
+        p = F32(BT); if (base) g->x0_rstd = p;
+        p = F32((size_t)n_skip * BT * D); if (base) g->skip_in = p;
+        p = F32((size_t)ns * BT * D); if (base) g->ar_norm = p;
+        p = F32((size_t)ns * BT); if (base) g->ar_rstd = p;
+        p = F32((size_t)nc * BT * D); if (base) g->ar_out = p;
+        p = F32((size_t)nc * BT * (size_t)(ns > 0 ? ns : 1)); if (base) g->ar_w = p;
+        p = F32(BT * D); if (base) g->xf = p;
+        p = F32(BT); if (base) g->xf_rstd = p;
+        pb = BF(BT * D); if (base) g->xf_bf = pb;
+        p = F32(BT * e); if (base) g->head_in = p;
+        pb = BF(BT * e); if (base) g->head_in_bf = pb;
+        p = F32(BT * V); if (base) g->logits = p;
+        p = F32(BT); if (base) g->lse = p;
+        p = F32(BT); if (base) g->ce = p;
+        p = F32(8); if (base) g->loss_parts = p;
+        int32_t *pi = (int32_t *)ob__take(&b, BT * sizeof(int32_t)); if (base) g->inputs = pi;
+        pi = (int32_t *)ob__take(&b, BT * sizeof(int32_t)); if (base) g->targets = pi;
+        float **pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->ar_tab = pp;
+        pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
+        /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
+        size_t G = D / (size_t)c->group_size, dots = c->binarize_act ? G * BT * (rows > nqkv ? rows : nqkv) : 1;
+        if (c->binarize_act == 1) { size_t Gd = F / (size_t)c->group_size; if (Gd * BT * D > dots) dots = Gd * BT * D; }
+        p = F32(dots); if (base) g->dots = p;
+    } else {
+        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dxf, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->blk_branch, &g->blk_dn, &g->dy_attn, &g->dq};
+        for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
+        float *p;
+        p = F32(BT * nqkv); if (base) g->dqkv = p;
+        p = F32(BT * Hkv * d); if (base) g->dk = p;
+        p = F32(BT * Hkv * d); if (base) g->dv = p;
+        p = F32(BT * rows); if (base) g->dh = p;
+        p = F32(BT * F); if (base) g->dact = p;
+        p = F32(BT * F); if (base) g->dhid = p;
+        p = F32((size_t)n_skip * BT * D); if (base) g->dskip = p;
+        p = F32((size_t)ns * BT * D); if (base) g->dS = p;
+        p = F32((size_t)ns * BT * D); if (base) g->dSn = p;
+        p = F32(BT * V); if (base) g->dlogits = p;
+        p = F32(BT * e); if (base) g->dhead = p;
+        p = F32(BT * e); if (base) g->demb = p;
+        size_t cs = (BT + 255) / 256 * (F > D ? F : D);
+        if ((size_t)B * D > cs) cs = (size_t)B * D;
+        if (BT * H > cs) cs = BT * H;
+        p = F32(cs); if (base) g->colsum = p;
+        p = F32(c->attn_res ? BT * D : 1); if (base) g->ar_qpart = p;
+        p = F32(c->attn_res ? BT * D : 1); if (base) g->ar_kpart = p;
+        size_t widest = V > rows ? V : rows;
+        if (nqkv > widest) widest = nqkv;
+        if (e > widest) widest = e;
+        __nv_bfloat16 *pb = BF(BT * widest); if (base) g->g_bf = pb;
+        pb = BF(BT * widest); if (base) g->g_bf2 = pb;
+        int *ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_counts = ic;
+        ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_offsets = ic;
+        ic = (int *)ob__take(&b, BT * sizeof(int)); if (base) g->id_list = ic;
+#ifdef OB_HAVE_FLASH_ATTENTION
+        size_t ws = ob_cuda_attention_backward_workspace(B, T, (int)H, (int)Hkv, (int)d);
+#else
+        size_t ws = 0;
+#endif
+        void *w = ob__take(&b, ws ? ws : 256); if (base) { g->attn_ws = (float *)w; g->attn_ws_bytes = ws; }
+    }
+#undef F32
+#undef BF
+    return b.off + 256;
+}
+
+static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
+    if (g->act_mem && g->B == B && g->T == T) return OB_OK;
+    if (B < 1 || T < 1) return ob_set_error(OB_ERR_ARG, "GPU model: batch %d x %d", B, T);
+    size_t na = ob__cu_layout(g, NULL, B, T, 0), ng = ob__cu_layout(g, NULL, B, T, 1);
+    /* the buffers are kept while a new shape fits them (the sequence-length ladder, evaluation) */
+    if (!g->act_mem || na > g->act_cap || ng > g->grad_cap) {
+        OB_CUDA_CHECK(cudaStreamSynchronize(g->stream));
+        cudaFree(g->act_mem);
+        cudaFree(g->grad_mem);
+        g->act_mem = g->grad_mem = NULL;
+        g->act_cap = g->grad_cap = 0;
+        cudaError_t e1 = cudaMalloc(&g->act_mem, na), e2 = e1 == cudaSuccess ? cudaMalloc(&g->grad_mem, ng) : e1;
+        if (e1 != cudaSuccess || e2 != cudaSuccess) {
+            cudaGetLastError();
+            cudaFree(g->act_mem);
+            g->act_mem = NULL;
+            return ob_set_error(OB_ERR_NOMEM, "GPU: cannot allocate %.2f GB of activations and %.2f GB of gradient scratch for %d x %d tokens (%s)",
+                                na / 1e9, ng / 1e9, B, T, cudaGetErrorString(e1 != cudaSuccess ? e1 : e2));
+        }
+        g->act_cap = na;
+        g->grad_cap = ng;
+    }
+    g->act_bytes = g->act_cap + g->grad_cap;
+    ob__cu_layout(g, (char *)g->act_mem, B, T, 0);
+    ob__cu_layout(g, (char *)g->grad_mem, B, T, 1);
+    g->B = B;
+    g->T = T;
+    /* the AttnRes tables: S_0 = x0, then block outputs (mode 2) or the sub-layer deltas (mode 1) */
+    int ns = ob__cu_n_store(&g->cfg), le = ob_config_effective_layers(&g->cfg);
+    if (ns) {
+        float *s[520], *ds[520];
+        size_t BTD = (size_t)B * T * g->cfg.model_dim;
+        s[0] = g->x0;
+        for (int l = 0; l < le; l++) {
+            if (g->cfg.attn_res == 2) s[l + 1] = g->L[l].x_out;
+            else { s[2 * l + 1] = g->L[l].attn_delta; s[2 * l + 2] = g->L[l].mlp_delta; }
+        }
+        for (int j = 0; j < ns; j++) { g->ar_store[j] = s[j]; ds[j] = g->dS + (size_t)j * BTD; }
+        OB_CUDA_CHECK(cudaMemcpyAsync(g->ar_tab, s, (size_t)ns * sizeof(float *), cudaMemcpyHostToDevice, g->stream));
+        OB_CUDA_CHECK(cudaMemcpyAsync(g->dS_tab, ds, (size_t)ns * sizeof(float *), cudaMemcpyHostToDevice, g->stream));
+        OB_CUDA_CHECK(cudaStreamSynchronize(g->stream)); /* s and ds live on this stack */
+    }
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
+    memset(g, 0, sizeof *g);
+    g->cfg = host->cfg;
+    g->layout = host;
+    g->n_params = host->n_params;
+    g->temperature = 1.0f;
+    int le = ob_config_effective_layers(&g->cfg);
+    g->L = (ob_cuda_layer_acts *)calloc((size_t)le, sizeof *g->L);
+    g->ar_store = (float **)calloc(520, sizeof(float *));
+    if (!g->L || !g->ar_store) return ob_set_error(OB_ERR_NOMEM, "GPU model: out of host memory");
+    size_t n = host->n_params, half = (size_t)(g->cfg.model_dim / g->cfg.num_heads / 2);
+    OB_CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
+    OB_CUBLAS_CHECK(cublasCreate(&g->cublas));
+    OB_CUBLAS_CHECK(cublasSetStream(g->cublas, g->stream));
+    /* a fixed workspace keeps cuBLAS graph-capturable */
+    OB_CUDA_CHECK(cudaMalloc(&g->cublas_ws, (size_t)32 << 20));
+    OB_CUBLAS_CHECK(cublasSetWorkspace(g->cublas, g->cublas_ws, (size_t)32 << 20));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->params, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->grads, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->qparams, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->wq, n * sizeof(__nv_bfloat16)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->wsign, n * sizeof(__nv_bfloat16)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->qalpha, (host->n_alpha ? host->n_alpha : 1) * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->rope_cos, (size_t)g->cfg.train_seq_len * half * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&g->rope_sin, (size_t)g->cfg.train_seq_len * half * sizeof(float)));
+    OB_TRY(ob__copy_sync(g->stream, g->rope_cos, host->rope_cos, (size_t)g->cfg.train_seq_len * half * sizeof(float), cudaMemcpyHostToDevice));
+    OB_TRY(ob__copy_sync(g->stream, g->rope_sin, host->rope_sin, (size_t)g->cfg.train_seq_len * half * sizeof(float), cudaMemcpyHostToDevice));
+    OB_CUDA_CHECK(cudaMemsetAsync(g->grads, 0, n * sizeof(float), g->stream));
+    return ob_cuda_model_upload(g, host);
+}
+
+OB_DEF void ob_cuda_model_free(ob_cuda_model *g) {
+    if (!g) return;
+    cudaFree(g->params); cudaFree(g->grads); cudaFree(g->qparams); cudaFree(g->wq); cudaFree(g->wsign); cudaFree(g->qalpha);
+    cudaFree(g->rope_cos); cudaFree(g->rope_sin); cudaFree(g->act_mem); cudaFree(g->grad_mem); cudaFree(g->cublas_ws);
+    if (g->cublas) cublasDestroy(g->cublas);
+    if (g->stream) cudaStreamDestroy(g->stream);
+    free(g->L); free(g->ar_store);
+    memset(g, 0, sizeof *g);
+}
+
+OB_DEF int ob_cuda_model_upload(ob_cuda_model *g, const ob_model *host) {
+    OB_TRY(ob__copy_sync(g->stream, g->params, host->params, host->n_params * sizeof(float), cudaMemcpyHostToDevice));
+    g->quantized = 0;
+    return OB_OK;
+}
+OB_DEF int ob_cuda_model_download(const ob_cuda_model *g, ob_model *host) {
+    OB_TRY(ob__copy_sync(g->stream, host->params, g->params, host->n_params * sizeof(float), cudaMemcpyDeviceToHost));
+    host->quantized = 0;
+    return OB_OK;
+}
+OB_DEF int ob_cuda_model_zero_grad(ob_cuda_model *g) {
+    OB_CUDA_CHECK(cudaMemsetAsync(g->grads, 0, g->n_params * sizeof(float), g->stream));
+    return OB_OK;
+}
+OB_DEF int ob_cuda_model_set_batch(ob_cuda_model *g, const int32_t *x, const int32_t *y, int n) {
+    if (!g->inputs) return ob_set_error(OB_ERR_ARG, "GPU model: call ob_cuda_model_prepare (or forward) to size the batch first");
+    OB_CUDA_CHECK(cudaMemcpyAsync(g->inputs, x, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    if (y) OB_CUDA_CHECK(cudaMemcpyAsync(g->targets, y, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+    OB_CUDA_CHECK(cudaStreamSynchronize(g->stream)); /* the host buffers may be reused by the caller */
+    return OB_OK;
+}
+/* Sizes the activations for B x T (a forward does it too; the batch upload needs it first). */
+OB_DEF int ob_cuda_model_prepare(ob_cuda_model *g, int B, int T) { return ob__cu_acts(g, B, T); }
+
+OB_DEF int ob_cuda_model_quantize(ob_cuda_model *g) {
+    const ob_config *c = &g->cfg;
+    const ob_model *h = g->layout;
+    int round_mode = c->scale_fp8 ? 1 : c->storage_exact ? 2 : 0;
+    for (int i = 0; i < h->n_tensors; i++) {
+        const ob_tensor_info *t = &h->tensors[i];
+        if (t->kind == OB_PARAM_QUANT) {
+            int ngroups = (int)(t->numel / (size_t)c->group_size);
+            ob__k_quantize_groups<<<ngroups, 128, 0, g->stream>>>(g->qparams + t->offset, g->wq + t->offset, g->wsign + t->offset,
+                                                                  g->qalpha + t->alpha_offset, g->params + t->offset, c->group_size,
+                                                                  c->weight_quant == OB_WEIGHTS_TERNARY, round_mode);
+        } else {
+            int mode = ((t->kind == OB_PARAM_EMBED || t->kind == OB_PARAM_FLOAT_MATRIX) && c->fp8_qat) ? 1 : c->storage_exact ? 2 : 0;
+            ob__k_quantize_plain<<<OB__ELEMS(t->numel)>>>(g->qparams + t->offset, g->wq + t->offset, g->params + t->offset, mode, t->numel);
+        }
+        OB_CUDA_LAUNCHED();
+    }
+    /* the seeds' tied head reads raw E (as bf16): kept in the sign buffer of tok_emb, unused otherwise */
+    if (c->tie_embeddings && !c->storage_exact) {
+        const ob_tensor_info *t = ob_model_find(h, "tok_emb.weight");
+        ob__k_to_bf16<<<OB__ELEMS(t->numel)>>>(g->wsign + t->offset, g->params + t->offset, t->numel);
+        OB_CUDA_LAUNCHED();
+    }
+    g->quantized = 1;
+    return OB_OK;
+}
+
+/* The tied head's embedding in bf16: fp8(E) (stored) when storage_exact, else raw E. */
+static const __nv_bfloat16 *ob__cu_head_emb(const ob_cuda_model *g) {
+    const float *hp = g->layout->p.tok_emb;
+    return g->cfg.storage_exact ? ob__dev_bf(g, hp, (__nv_bfloat16 *)g->wq) : ob__dev_bf(g, hp, (__nv_bfloat16 *)g->wsign);
+}
+
+OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets) {
+    const ob_config *c = &g->cfg;
+    if (T > c->train_seq_len) return ob_set_error(OB_ERR_ARG, "GPU forward: sequence length %d exceeds train_seq_len %d", T, c->train_seq_len);
+    OB_TRY(ob__cu_acts(g, B, T));
+    if (!g->quantized) OB_TRY(ob_cuda_model_quantize(g));
+    const ob_params *hp = &g->layout->p;
+    int BT = B * T, D = c->model_dim, e = c->embed_dim > 0 ? c->embed_dim : D, V = c->vocab_size, le = ob_config_effective_layers(c);
+    size_t BTD = (size_t)BT * D;
+    int factored = c->embed_dim > 0 && c->embed_dim != D;
+    ob__k_embed<<<OB__ELEMS((size_t)BT * e)>>>(g->emb, g->emb_bf, ob__dev(g, hp->tok_emb, g->qparams), g->inputs, e, (size_t)BT * e);
+    OB_CUDA_LAUNCHED();
+    if (factored) OB_TRY(ob__linear_fwd(g, g->emb_proj, g->emb_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D));
+    else OB_CUDA_CHECK(cudaMemcpyAsync(g->emb_proj, g->emb, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    OB_TRY(ob_cuda_rmsnorm_forward(g, g->x0, g->x0_rstd, NULL, g->emb_proj, BT, D));
+
+    if (c->attn_res == 0) {
+        int enc = le / 2, dec = le - enc;
+        const float *x = g->x0;
+        for (int l = 0; l < enc; l++) { OB_TRY(ob__cu_block_forward(g, l, x)); x = g->L[l].x_out; }
+        for (int i = 0; i < dec; i++) {
+            int l = enc + i;
+            if (i < enc) {
+                float *xs = g->skip_in + (size_t)i * BTD;
+                OB_TRY(ob_cuda_scaled_add_forward(g, xs, x, ob__dev(g, hp->skip_weights, g->qparams) + (size_t)i * D, g->L[enc - 1 - i].x_out, BT, D));
+                x = xs;
+            }
+            OB_TRY(ob__cu_block_forward(g, l, x));
+            x = g->L[l].x_out;
+        }
+        g->x_final = g->L[le - 1].x_out;
+    } else if (c->attn_res == 2) {
+        OB_TRY(ob__cu_ar_store(g, 0, g->x0));
+        for (int l = 0; l < le; l++) {
+            OB_TRY(ob__cu_ar_attend(g, l, l, l + 1));
+            OB_TRY(ob__cu_block_forward(g, l, g->ar_out + (size_t)l * BTD));
+            OB_TRY(ob__cu_ar_store(g, l + 1, g->L[l].x_out));
+        }
+        g->x_final = g->L[le - 1].x_out;
+    } else {
+        OB_TRY(ob__cu_ar_store(g, 0, g->x0));
+        for (int l = 0; l < le; l++) {
+            ob_cuda_layer_acts *A = &g->L[l];
+            const ob_block_params *bp = ob__cu_hp(g, l);
+            OB_TRY(ob__cu_ar_attend(g, 2 * l, 2 * l, 2 * l + 1));
+            A->x_in = g->ar_out + (size_t)2 * l * BTD;
+            OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
+            OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_attn, A->rstd_attn, NULL, A->x_mix, BT, D));
+            OB_TRY(ob__cu_attn_branch_forward(g, l));
+            OB_TRY(ob_cuda_scaled_add_forward(g, A->attn_delta, NULL, OB__Q(bp->attn_scale), A->attn_out, BT, D));
+            OB_TRY(ob__cu_ar_store(g, 2 * l + 1, A->attn_delta));
+            OB_TRY(ob__cu_ar_attend(g, 2 * l + 1, 2 * l + 1, 2 * l + 2));
+            OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_mlp, A->rstd_mlp, NULL, g->ar_out + (size_t)(2 * l + 1) * BTD, BT, D));
+            OB_TRY(ob__cu_mlp_branch_forward(g, l));
+            OB_TRY(ob_cuda_scaled_add_forward(g, A->mlp_delta, NULL, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
+            OB_TRY(ob__cu_ar_store(g, 2 * l + 2, A->mlp_delta));
+        }
+        const ob_block_params *plast = ob__cu_hp(g, le - 1);
+        if (plast->smear_gate) {
+            ob_cuda_layer_acts *A = &g->L[le - 1];
+            OB_TRY(ob__cu_ar_attend(g, 2 * le, 2 * le - 1, 2 * le + 1));
+            OB_CUDA_CHECK(cudaMemcpyAsync(A->x_mlp, g->ar_out + (size_t)2 * le * BTD, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+            OB_TRY(ob_cuda_smear_forward(g, A->x_out, A->x_mlp, OB__Q(plast->smear_gate), B, T, D));
+            g->x_final = A->x_out;
+        } else g->x_final = g->ar_out + (size_t)(2 * le - 1) * BTD;
+    }
+
+    /* head */
+    OB_TRY(ob_cuda_rmsnorm_forward(g, g->xf, g->xf_rstd, g->xf_bf, g->x_final, BT, D));
+    if (c->tie_embeddings) {
+        if (factored) {
+            OB_TRY(ob__linear_fwd(g, g->head_in, g->xf_bf, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e));
+            ob__k_to_bf16<<<OB__ELEMS((size_t)BT * e)>>>(g->head_in_bf, g->head_in, (size_t)BT * e);
+            OB_CUDA_LAUNCHED();
+            OB_TRY(ob__linear_fwd(g, g->logits, g->head_in_bf, ob__cu_head_emb(g), BT, e, V));
+        } else OB_TRY(ob__linear_fwd(g, g->logits, g->xf_bf, ob__cu_head_emb(g), BT, D, V));
+    } else OB_TRY(ob__linear_fwd(g, g->logits, g->xf_bf, ob__dev_bf(g, hp->lm_head, g->wq), BT, D, V));
+    ob__k_loss<<<BT, 256, 0, g->stream>>>(g->logits, g->lse, g->ce, has_targets ? g->dlogits : NULL,
+                                          c->vocab_bias ? ob__dev(g, hp->vocab_bias, g->qparams) : NULL, has_targets ? g->targets : NULL, V,
+                                          c->logit_softcap, c->softcap_type, 1.0f / g->temperature);
+    OB_CUDA_LAUNCHED();
+    if (has_targets) {
+        ob__k_loss_mean<<<1, 1024, 0, g->stream>>>(g->loss_parts, g->ce, g->lse, c->z_loss, BT);
+        OB_CUDA_LAUNCHED();
+    }
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_model_loss(ob_cuda_model *g, float *loss) {
+    OB_CUDA_CHECK(cudaMemcpyAsync(loss, g->loss_parts, sizeof(float), cudaMemcpyDeviceToHost, g->stream));
+    OB_CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    g->loss = *loss;
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
+    const ob_config *c = &g->cfg;
+    const ob_params *hp = &g->layout->p;
+    int B = g->B, T = g->T, BT = B * T, D = c->model_dim, e = c->embed_dim > 0 ? c->embed_dim : D, V = c->vocab_size;
+    int le = ob_config_effective_layers(c), factored = c->embed_dim > 0 && c->embed_dim != D;
+    size_t BTD = (size_t)BT * D;
+    /* loss -> dlogits (in place over the raw logits kept by the forward) */
+    ob__k_loss_bwd<<<BT, 256, 0, g->stream>>>(g->dlogits, g->logits, g->lse, g->targets, V, c->logit_softcap, c->softcap_type,
+                                              1.0f / g->temperature, c->z_loss, loss_scale / (float)BT);
+    OB_CUDA_LAUNCHED();
+    if (c->vocab_bias) OB_TRY(ob__colsum(g, ob__dev(g, hp->vocab_bias, g->grads), g->dlogits, NULL, BT, V));
+    ob__k_to_bf16<<<OB__ELEMS((size_t)BT * V)>>>(g->g_bf, g->dlogits, (size_t)BT * V);
+    OB_CUDA_LAUNCHED();
+    float *dxf = g->dxf;
+    if (c->tie_embeddings) {
+        float *dE = ob__dev(g, hp->tok_emb, g->grads);
+        if (factored) {
+            OB_TRY(ob__linear_bwd_x(g, g->dhead, g->g_bf, ob__cu_head_emb(g), BT, e, V, 0.0f));
+            OB_TRY(ob__linear_bwd_w(g, dE, g->g_bf, g->head_in_bf, BT, e, V));
+            ob__k_to_bf16<<<OB__ELEMS((size_t)BT * e)>>>(g->g_bf2, g->dhead, (size_t)BT * e);
+            OB_CUDA_LAUNCHED();
+            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf2, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e, 0.0f));
+            OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->embed_proj_rev, g->grads), g->g_bf2, g->xf_bf, BT, D, e));
+        } else {
+            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__cu_head_emb(g), BT, D, V, 0.0f));
+            OB_TRY(ob__linear_bwd_w(g, dE, g->g_bf, g->xf_bf, BT, D, V));
+        }
+    } else {
+        OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__dev_bf(g, hp->lm_head, g->wq), BT, D, V, 0.0f));
+        OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->lm_head, g->grads), g->g_bf, g->xf_bf, BT, D, V));
+    }
+    float *dx = g->dres;
+    OB_CUDA_CHECK(cudaMemsetAsync(dx, 0, BTD * sizeof(float), g->stream));
+    OB_CUDA_CHECK(cudaMemsetAsync(g->dx0, 0, BTD * sizeof(float), g->stream));
+    OB_TRY(ob_cuda_rmsnorm_backward(g, dx, dxf, g->xf, g->xf_rstd, BT, D));
+
+    if (c->attn_res == 0) {
+        int enc = le / 2, dec = le - enc;
+        float *dnext = g->dnext;
+        for (int i = dec - 1; i >= 0; i--) {
+            int l = enc + i;
+            OB_CUDA_CHECK(cudaMemsetAsync(dnext, 0, BTD * sizeof(float), g->stream));
+            OB_TRY(ob__cu_block_backward(g, l, dx, dnext, g->dx0));
+            if (i < enc) {
+                int j = enc - 1 - i;
+                OB_TRY(ob_cuda_scaled_add_backward(g, g->dskip + (size_t)j * BTD, ob__dev(g, hp->skip_weights, g->grads) + (size_t)i * D, dnext,
+                                                   ob__dev(g, hp->skip_weights, g->qparams) + (size_t)i * D, g->L[j].x_out, BT, D));
+            }
+            OB_CUDA_CHECK(cudaMemcpyAsync(dx, dnext, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+        }
+        for (int l = enc - 1; l >= 0; l--) {
+            ob__k_add<<<OB__ELEMS(BTD)>>>(dx, g->dskip + (size_t)l * BTD, BTD);
+            OB_CUDA_LAUNCHED();
+            OB_CUDA_CHECK(cudaMemsetAsync(dnext, 0, BTD * sizeof(float), g->stream));
+            OB_TRY(ob__cu_block_backward(g, l, dx, dnext, g->dx0));
+            OB_CUDA_CHECK(cudaMemcpyAsync(dx, dnext, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+        }
+        ob__k_add<<<OB__ELEMS(BTD)>>>(g->dx0, dx, BTD);
+        OB_CUDA_LAUNCHED();
+    } else {
+        int ns = ob__cu_n_store(c);
+        OB_CUDA_CHECK(cudaMemsetAsync(g->dS, 0, (size_t)ns * BTD * sizeof(float), g->stream));
+        OB_CUDA_CHECK(cudaMemsetAsync(g->dSn, 0, (size_t)ns * BTD * sizeof(float), g->stream));
+        if (c->attn_res == 2) {
+            OB_CUDA_CHECK(cudaMemcpyAsync(g->dS + (size_t)le * BTD, dx, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+            float *din = g->dnext;
+            for (int l = le - 1; l >= 0; l--) {
+                OB_TRY(ob__cu_ar_finish(g, l + 1));
+                OB_CUDA_CHECK(cudaMemsetAsync(din, 0, BTD * sizeof(float), g->stream));
+                OB_TRY(ob__cu_block_backward(g, l, g->dS + (size_t)(l + 1) * BTD, din, g->dx0));
+                OB_TRY(ob__cu_ar_attend_backward(g, l, l, l + 1, din));
+            }
+        } else {
+            float *dmo = g->dmo, *dbr = g->blk_branch, *dnb = g->blk_dn;
+            const ob_block_params *plast = ob__cu_hp(g, le - 1);
+            OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
+            if (plast->smear_gate) {
+                ob_cuda_layer_acts *A = &g->L[le - 1];
+                OB_CUDA_CHECK(cudaMemsetAsync(g->dsm, 0, BTD * sizeof(float), g->stream));
+                OB_TRY(ob_cuda_smear_backward(g, g->dsm, OB__G(plast->smear_gate), dx, A->x_mlp, OB__Q(plast->smear_gate), B, T, D));
+                OB_TRY(ob__cu_ar_attend_backward(g, 2 * le, 2 * le - 1, 2 * le + 1, g->dsm));
+            } else OB_CUDA_CHECK(cudaMemcpyAsync(dmo, dx, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+            for (int l = le - 1; l >= 0; l--) {
+                ob_cuda_layer_acts *A = &g->L[l];
+                const ob_block_params *bp = ob__cu_hp(g, l);
+                OB_TRY(ob__cu_ar_finish(g, 2 * l + 2));
+                OB_TRY(ob_cuda_scaled_add_backward(g, dbr, OB__G(bp->mlp_scale), g->dS + (size_t)(2 * l + 2) * BTD, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
+                OB_TRY(ob__cu_mlp_branch_backward(g, l, dbr, dnb));
+                OB_TRY(ob_cuda_rmsnorm_backward(g, dmo, dnb, A->n_mlp, A->rstd_mlp, BT, D));
+                OB_TRY(ob__cu_ar_attend_backward(g, 2 * l + 1, 2 * l + 1, 2 * l + 2, dmo));
+                OB_TRY(ob__cu_ar_finish(g, 2 * l + 1));
+                OB_TRY(ob_cuda_scaled_add_backward(g, dbr, OB__G(bp->attn_scale), g->dS + (size_t)(2 * l + 1) * BTD, OB__Q(bp->attn_scale), A->attn_out, BT, D));
+                OB_TRY(ob__cu_attn_branch_backward(g, l, dbr, dnb));
+                float *dmix = g->dmix;
+                OB_CUDA_CHECK(cudaMemsetAsync(dmix, 0, BTD * sizeof(float), g->stream));
+                OB_TRY(ob_cuda_rmsnorm_backward(g, dmix, dnb, A->n_attn, A->rstd_attn, BT, D));
+                OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
+                OB_TRY(ob_cuda_resid_mix_backward(g, dmo, g->dx0, OB__G(bp->resid_mix), dmix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
+                OB_TRY(ob__cu_ar_attend_backward(g, 2 * l, 2 * l, 2 * l + 1, dmo));
+                OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
+            }
+        }
+        OB_TRY(ob__cu_ar_finish(g, 0));
+        ob__k_add<<<OB__ELEMS(BTD)>>>(g->dx0, g->dS, BTD);
+        OB_CUDA_LAUNCHED();
+    }
+
+    /* embedding: x0 = rms(emb_proj); emb_proj = emb W_p^T; emb = E[ids] */
+    float *dproj = g->dnext;
+    OB_CUDA_CHECK(cudaMemsetAsync(dproj, 0, BTD * sizeof(float), g->stream));
+    OB_TRY(ob_cuda_rmsnorm_backward(g, dproj, g->dx0, g->x0, g->x0_rstd, BT, D));
+    float *demb = dproj;
+    if (factored) {
+        demb = g->demb;
+        ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dproj, BTD);
+        OB_CUDA_LAUNCHED();
+        OB_TRY(ob__linear_bwd_x(g, demb, g->g_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D, 0.0f));
+        OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->embed_proj, g->grads), g->g_bf, g->emb_bf, BT, e, D));
+    }
+    ob__k_id_count<<<(V + 255) / 256, 256, 0, g->stream>>>(g->id_counts, g->inputs, BT, V);
+    OB_CUDA_LAUNCHED();
+    ob__k_id_offsets<<<1, 1, 0, g->stream>>>(g->id_offsets, g->id_counts, V);
+    OB_CUDA_LAUNCHED();
+    ob__k_id_fill<<<(V + 255) / 256, 256, 0, g->stream>>>(g->id_list, g->id_offsets, g->inputs, BT, V);
+    OB_CUDA_LAUNCHED();
+    ob__k_embed_bwd<<<OB__ELEMS((size_t)V * e)>>>(ob__dev(g, hp->tok_emb, g->grads), demb, g->id_list, g->id_offsets, g->id_counts, e, V);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+
+/* ================================================================================================
+ * The optimizer on the device (ob_optimizer_step's update, step for step)
+ * ============================================================================================== */
+typedef struct ob__cu_adam_chunk { size_t off; unsigned len; int cls; } ob__cu_adam_chunk; /* cls: 0 token, 1 scalar, 2 head, 3 AdamW matrix */
+typedef struct ob__cu_adam_args { float lr[4], wd[4]; } ob__cu_adam_args;
+typedef struct ob__cu_muon_row { size_t p_off, ws_off; int cols, mat; } ob__cu_muon_row;
+#define OB__ADAM_CHUNK 4096
+
+/* The global gradient norm: double partials per block, then one sum in block order. */
+__global__ static void ob__k_sumsq_partial(double *part, const float *x, size_t n) {
+    double s = 0.0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) s += (double)x[i] * x[i];
+    __shared__ double sh[32];
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) t += sh[w];
+        part[blockIdx.x] = t;
+    }
+}
+__global__ static void ob__k_sumsq_final(double *out, const double *part, int n) {
+    if (threadIdx.x || blockIdx.x) return;
+    double t = 0.0;
+    for (int i = 0; i < n; i++) t += part[i];
+    *out = t;
+}
+__global__ static void ob__k_scale(float *x, float s, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= s;
+}
+/* ob__adam_tensor over chunks: bias corrections bc1, sqrt(bc2) from the host (same step for all). */
+__global__ static void ob__k_adam(float *p, const float *g, float *m1, float *m2, const ob__cu_adam_chunk *chunks, ob__cu_adam_args a,
+                                  float b1, float b2, float eps, float bc1, float sqrt_bc2) {
+    ob__cu_adam_chunk c = chunks[blockIdx.x];
+    float lr = a.lr[c.cls], wd = a.wd[c.cls], step_size = lr / bc1;
+    for (unsigned k = threadIdx.x; k < c.len; k += blockDim.x) {
+        size_t i = c.off + k;
+        float gi = g[i];
+        m1[i] = b1 * m1[i] + (1.0f - b1) * gi;
+        m2[i] = b2 * m2[i] + (1.0f - b2) * gi * gi;
+        if (wd > 0.0f) p[i] *= 1.0f - lr * wd;
+        p[i] -= step_size * m1[i] / (sqrtf(m2[i]) / sqrt_bc2 + eps);
+    }
+}
+/* Muon, row by row: momentum, Nesterov, the row to unit RMS in fp32, then bf16 into the workspace,
+ * and that row's sum of squares (of the bf16 values) for the Frobenius norm. */
+__global__ static void ob__k_muon_prep(__nv_bfloat16 *ws, float *row_ss, float *buf, const float *grads, const ob__cu_muon_row *rows, float mom) {
+    ob__cu_muon_row r = rows[blockIdx.x];
+    float *b = buf + r.p_off;
+    const float *g = grads + r.p_off;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
+        float bj = mom * b[j] + g[j];
+        b[j] = bj;
+        float u = g[j] + mom * bj;
+        ss += u * u;
+    }
+    ss = ob__block_sum(ss);
+    float rs = 1.0f / sqrtf(ss / r.cols + 1.1920928955078125e-07f), ss2 = 0.0f;
+    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
+        float u = (g[j] + mom * b[j]) * rs;
+        __nv_bfloat16 ub = __float2bfloat16(u);
+        ws[r.ws_off + j] = ub;
+        float uf = __bfloat162float(ub);
+        ss2 += uf * uf;
+    }
+    ss2 = ob__block_sum(ss2);
+    if (threadIdx.x == 0) row_ss[blockIdx.x] = ss2;
+}
+/* Per matrix: 1 / (|X|_F + 1e-7) from its rows' sums, in row order. */
+__global__ static void ob__k_muon_frob(float *scale, const float *row_ss, const int *mat_row0, int n_mats) {
+    int m = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m >= n_mats) return;
+    double t = 0.0;
+    for (int r = mat_row0[m]; r < mat_row0[m + 1]; r++) t += row_ss[r];
+    scale[m] = 1.0f / ((float)sqrt(t) + 1e-7f);
+}
+__global__ static void ob__k_muon_normalize(__nv_bfloat16 *ws, const float *scale, const ob__cu_muon_row *rows) {
+    ob__cu_muon_row r = rows[blockIdx.x];
+    float s = scale[r.mat];
+    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) ws[r.ws_off + j] = __float2bfloat16(__bfloat162float(ws[r.ws_off + j]) * s);
+}
+/* The update: (NorMuon: the row to unit RMS), sqrt(max(1, rows / cols)), bf16, then decoupled decay
+ * and p -= lr u. */
+__global__ static void ob__k_muon_apply(float *params, const __nv_bfloat16 *ws, const ob__cu_muon_row *rows, const float *mat_aspect,
+                                       float lr, float wd, int normuon, int bf16_update) {
+    ob__cu_muon_row r = rows[blockIdx.x];
+    float rs = 1.0f;
+    if (normuon) {
+        float ss = 0.0f;
+        for (int j = threadIdx.x; j < r.cols; j += blockDim.x) { float u = __bfloat162float(ws[r.ws_off + j]); ss += u * u; }
+        ss = ob__block_sum(ss);
+        rs = 1.0f / sqrtf(ss / r.cols + 1.1920928955078125e-07f);
+    }
+    float sc = mat_aspect[r.mat];
+    float *p = params + r.p_off;
+    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
+        float u = __bfloat162float(ws[r.ws_off + j]) * rs * sc;
+        if (bf16_update) u = __bfloat162float(__float2bfloat16(u));
+        float v = p[j];
+        if (wd > 0.0f) v *= 1.0f - lr * wd;
+        p[j] = v - lr * u;
+    }
+}
+__global__ static void ob__k_ema(float *ema, const float *p, float d, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) ema[i] = d * ema[i] + (1.0f - d) * p[i];
+}
+
+static int ob__cu_muon_selected(const ob_cuda_optimizer *o, const ob_tensor_info *t) {
+    return t->group == OB_GROUP_MUON && t->ndim == 2 && o->cfg.matrix_optimizer == OB_MATRIX_MUON;
+}
+
+OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg) {
+    memset(o, 0, sizeof *o);
+    o->cfg = *cfg;
+    o->g = g;
+    const ob_model *m = g->layout;
+    size_t n = g->n_params;
+    OB_CUDA_CHECK(cudaMalloc((void **)&o->m1, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&o->m2, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&o->momentum, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMemsetAsync(o->m1, 0, n * sizeof(float), g->stream));
+    OB_CUDA_CHECK(cudaMemsetAsync(o->m2, 0, n * sizeof(float), g->stream));
+    OB_CUDA_CHECK(cudaMemsetAsync(o->momentum, 0, n * sizeof(float), g->stream));
+    if (cfg->ema) OB_CUDA_CHECK(cudaMalloc((void **)&o->ema, n * sizeof(float)));
+    OB_CUDA_CHECK(cudaMalloc((void **)&o->norm_part, 1025 * sizeof(double)));
+    OB_CUDA_CHECK(cudaMallocHost((void **)&o->h_norm, sizeof(double)));
+
+    /* Adam's chunks */
+    int nc = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ob_tensor_info *t = &m->tensors[i];
+        if (t->has_grad && !ob__cu_muon_selected(o, t) && !(t->group == OB_GROUP_HEAD && cfg->head_lr <= 0.0f)) nc += (int)((t->numel + OB__ADAM_CHUNK - 1) / OB__ADAM_CHUNK);
+    }
+    ob__cu_adam_chunk *ch = (ob__cu_adam_chunk *)calloc((size_t)(nc ? nc : 1), sizeof *ch);
+    /* Muon: groups by shape in first-appearance order, matrices in table order within a group */
+    o->groups = (ob__cu_muon_group *)calloc((size_t)m->n_tensors + 1, sizeof *o->groups);
+    o->decay_only = (int *)calloc((size_t)m->n_tensors + 1, sizeof(int));
+    int *mat_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof(int));
+    if (!ch || !o->groups || !o->decay_only || !mat_of) { free(ch); free(mat_of); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
+    nc = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ob_tensor_info *t = &m->tensors[i];
+        if (ob__cu_muon_selected(o, t)) {
+            if (!t->has_grad) { o->decay_only[o->n_decay_only++] = i; continue; }
+            int k = 0;
+            while (k < o->n_groups && !(o->groups[k].rows == t->shape[0] && o->groups[k].cols == t->shape[1])) k++;
+            if (k == o->n_groups) { o->groups[k].rows = t->shape[0]; o->groups[k].cols = t->shape[1]; o->n_groups++; }
+            o->groups[k].count++;
+            o->n_rows += t->shape[0];
+            continue;
+        }
+        /* the seeds' head optimizer runs at lr 0: an untied head never moves unless head_lr is set */
+        if (!t->has_grad || (t->group == OB_GROUP_HEAD && cfg->head_lr <= 0.0f)) continue;
+        int cls = t->group == OB_GROUP_TOKEN ? 0 : t->group == OB_GROUP_SCALAR ? 1 : t->group == OB_GROUP_HEAD ? 2 : 3;
+        for (size_t k = 0; k < t->numel; k += OB__ADAM_CHUNK) {
+            ch[nc].off = t->offset + k;
+            ch[nc].len = (unsigned)(t->numel - k < OB__ADAM_CHUNK ? t->numel - k : OB__ADAM_CHUNK);
+            ch[nc].cls = cls;
+            nc++;
+        }
+    }
+    o->n_adam_chunks = nc;
+    cudaError_t e = cudaMalloc(&o->adam_chunks, (size_t)(nc ? nc : 1) * sizeof *ch);
+    if (e == cudaSuccess && nc) e = cudaMemcpyAsync(o->adam_chunks, ch, (size_t)nc * sizeof *ch, cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    free(ch);
+    if (e != cudaSuccess) { free(mat_of); return ob_set_error(OB_ERR_CUDA, "GPU optimizer: Adam table: %s", cudaGetErrorString(e)); }
+
+    /* workspace offsets: groups one after another, matrices of a group contiguous */
+    size_t ws = 0, ab = 0;
+    for (int k = 0; k < o->n_groups; k++) {
+        ob__cu_muon_group *G = &o->groups[k];
+        size_t r = (size_t)(G->rows < G->cols ? G->rows : G->cols);
+        G->ws_offset = ws;
+        ws += (size_t)G->count * G->rows * G->cols;
+        if ((size_t)G->count * r * r > ab) ab = (size_t)G->count * r * r;
+    }
+    ob__cu_muon_row *rows = (ob__cu_muon_row *)calloc((size_t)(o->n_rows ? o->n_rows : 1), sizeof *rows);
+    int n_mats = 0;
+    for (int k = 0; k < o->n_groups; k++) n_mats += o->groups[k].count;
+    o->n_mats = n_mats;
+    int *row0 = (int *)calloc((size_t)n_mats + 1, sizeof(int));
+    float *aspect = (float *)calloc((size_t)n_mats + 1, sizeof(float));
+    if (!rows || !row0 || !aspect) { free(rows); free(row0); free(aspect); free(mat_of); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
+    int nr = 0, mi = 0;
+    for (int k = 0; k < o->n_groups; k++) {
+        ob__cu_muon_group *G = &o->groups[k];
+        size_t next = G->ws_offset;
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ob_tensor_info *t = &m->tensors[i];
+            if (!ob__cu_muon_selected(o, t) || !t->has_grad || t->shape[0] != G->rows || t->shape[1] != G->cols) continue;
+            row0[mi] = nr;
+            aspect[mi] = sqrtf(G->rows > G->cols ? (float)G->rows / (float)G->cols : 1.0f);
+            for (int rr = 0; rr < G->rows; rr++) {
+                rows[nr].p_off = t->offset + (size_t)rr * G->cols;
+                rows[nr].ws_off = next + (size_t)rr * G->cols;
+                rows[nr].cols = G->cols;
+                rows[nr].mat = mi;
+                nr++;
+            }
+            next += t->numel;
+            mi++;
+        }
+    }
+    row0[n_mats] = nr;
+    free(mat_of);
+    e = cudaSuccess;
+    if (e == cudaSuccess) e = cudaMalloc(&o->rows_tab, (size_t)(nr ? nr : 1) * sizeof *rows);
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->mat_row0, (size_t)(n_mats + 1) * sizeof(int));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->mat_scale, (size_t)(2 * n_mats + 2) * sizeof(float)); /* scale, then aspect */
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->row_ss, (size_t)(nr ? nr : 1) * sizeof(float));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->ns_x, (ws ? ws : 1) * sizeof(__nv_bfloat16));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->ns_y, (ws ? ws : 1) * sizeof(__nv_bfloat16));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->ns_a, (ab ? ab : 1) * sizeof(__nv_bfloat16));
+    if (e == cudaSuccess) e = cudaMalloc((void **)&o->ns_b, (ab ? ab : 1) * sizeof(__nv_bfloat16));
+    if (e == cudaSuccess && nr) e = cudaMemcpyAsync(o->rows_tab, rows, (size_t)nr * sizeof *rows, cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(o->mat_row0, row0, (size_t)(n_mats + 1) * sizeof(int), cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(o->mat_scale + n_mats + 1, aspect, (size_t)(n_mats + 1) * sizeof(float), cudaMemcpyHostToDevice, g->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
+    free(rows); free(row0); free(aspect);
+    if (e != cudaSuccess) return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: cannot allocate its Newton-Schulz work space (%.2f GB): %s",
+                                              (2.0 * ws + 2.0 * ab) * 2 / 1e9, cudaGetErrorString(e));
+    return OB_OK;
+}
+
+OB_DEF void ob_cuda_optimizer_free(ob_cuda_optimizer *o) {
+    if (!o) return;
+    cudaFree(o->m1); cudaFree(o->m2); cudaFree(o->momentum); cudaFree(o->ema); cudaFree(o->adam_chunks); cudaFree(o->rows_tab);
+    cudaFree(o->mat_row0); cudaFree(o->ns_x); cudaFree(o->ns_y); cudaFree(o->ns_a); cudaFree(o->ns_b); cudaFree(o->row_ss);
+    cudaFree(o->mat_scale); cudaFree(o->norm_part);
+    if (o->h_norm) cudaFreeHost(o->h_norm);
+    free(o->groups); free(o->decay_only);
+    memset(o, 0, sizeof *o);
+}
+
+/* Newton-Schulz for one shape group, in place in the workspace (bf16, the seeds' coefficients).
+ * A matrix G (rows x cols, row-major) read column-major is G^T. With r = min(rows, cols):
+ *   rows <= cols: the stored M = X^T (cols x r); A = M^T M, and X' = a X + B X is stored as
+ *                 M' = a M + M B (B symmetric);
+ *   rows >  cols: the stored matrix is X (r x rows) itself; A = X X^T, X' = a X + B X.
+ * So the workspace keeps G's layout throughout and no transpose is ever written. */
+static int ob__cu_newton_schulz(ob_cuda_optimizer *o, const ob__cu_muon_group *G, __nv_bfloat16 **x_out) {
+    ob_cuda_model *g = o->g;
+    const float a = 3.4445f, b = -4.7750f, c = 2.0315f, one = 1.0f, zero = 0.0f;
+    int tall = G->rows > G->cols, r = tall ? G->cols : G->rows, n = tall ? G->rows : G->cols, k = G->count;
+    long long sX = (long long)G->rows * G->cols, sA = (long long)r * r;
+    __nv_bfloat16 *X = o->ns_x + G->ws_offset, *Y = o->ns_y + G->ws_offset, *A = o->ns_a, *Bm = o->ns_b;
+    for (int s = 0; s < o->cfg.muon_backend_steps; s++) {
+        /* A = X X^T (r x r) */
+        if (!tall)
+            OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, CUBLAS_OP_T, CUBLAS_OP_N, r, r, n, &one, X, CUDA_R_16BF, n, sX, X, CUDA_R_16BF, n, sX,
+                                                       &zero, A, CUDA_R_16BF, r, sA, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        else
+            OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, CUBLAS_OP_N, CUBLAS_OP_T, r, r, n, &one, X, CUDA_R_16BF, r, sX, X, CUDA_R_16BF, r, sX,
+                                                       &zero, A, CUDA_R_16BF, r, sA, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        /* B = b A + c A A, rounded once (torch.compile fuses it the same way) */
+        OB_CUDA_CHECK(cudaMemcpyAsync(Bm, A, (size_t)k * sA * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, g->stream));
+        OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, CUBLAS_OP_N, CUBLAS_OP_N, r, r, r, &c, A, CUDA_R_16BF, r, sA, A, CUDA_R_16BF, r, sA,
+                                                   &b, Bm, CUDA_R_16BF, r, sA, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        /* Y = a X + (B X), into the other buffer */
+        OB_CUDA_CHECK(cudaMemcpyAsync(Y, X, (size_t)k * sX * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, g->stream));
+        if (!tall)
+            OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, CUBLAS_OP_N, CUBLAS_OP_N, n, r, r, &one, X, CUDA_R_16BF, n, sX, Bm, CUDA_R_16BF, r, sA,
+                                                       &a, Y, CUDA_R_16BF, n, sX, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        else
+            OB_CUBLAS_CHECK(cublasGemmStridedBatchedEx(g->cublas, CUBLAS_OP_N, CUBLAS_OP_N, r, n, r, &one, Bm, CUDA_R_16BF, r, sA, X, CUDA_R_16BF, r, sX,
+                                                       &a, Y, CUDA_R_16BF, r, sX, k, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        __nv_bfloat16 *t = X; X = Y; Y = t;
+    }
+    ob__prof_mark(__func__, __LINE__, r, n, k);
+    *x_out = X;
+    return OB_OK;
+}
+
+/* Names the first tensor with a non-finite gradient (the rare path: reads the gradients back). */
+static int ob__cu_name_bad_grad(ob_cuda_optimizer *o, double ss) {
+    const ob_model *m = o->g->layout;
+    float *h = (float *)malloc(m->n_params * sizeof(float));
+    if (h && ob__copy_sync(o->g->stream, h, o->g->grads, m->n_params * sizeof(float), cudaMemcpyDeviceToHost) == OB_OK)
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ob_tensor_info *t = &m->tensors[i];
+            for (size_t k = 0; k < t->numel; k++)
+                if (!isfinite(h[t->offset + k])) {
+                    free(h);
+                    return ob_set_error(OB_ERR_NUMERIC, "the gradient of %s is not finite: the step was skipped, no weight changed", t->name);
+                }
+        }
+    free(h);
+    return ob_set_error(OB_ERR_NUMERIC, "the gradient norm is not finite (%g): the step was skipped, no weight changed", ss);
+}
+
+OB_DEF int ob_cuda_optimizer_step(ob_cuda_optimizer *o, float lr_scale, float momentum) {
+    ob_cuda_model *g = o->g;
+    const ob_optim_config *c = &o->cfg;
+    size_t n = g->n_params;
+    /* global norm (tensors without a gradient hold zeros) */
+    int nb = ob__blocks(n, 256);
+    if (nb > 1024) nb = 1024;
+    ob__k_sumsq_partial<<<nb, 256, 0, g->stream>>>(o->norm_part, g->grads, n);
+    OB_CUDA_LAUNCHED();
+    ob__k_sumsq_final<<<1, 1, 0, g->stream>>>(o->norm_part + 1024, o->norm_part, nb);
+    OB_CUDA_LAUNCHED();
+    OB_TRY(ob__copy_sync(g->stream, o->h_norm, o->norm_part + 1024, sizeof(double), cudaMemcpyDeviceToHost));
+    double ss = *(double *)o->h_norm;
+    if (!isfinite(ss)) return ob__cu_name_bad_grad(o, ss);
+    double norm = sqrt(ss);
+    o->last_grad_norm = (float)norm;
+    if (c->grad_clip_norm > 0.0f && norm > c->grad_clip_norm) {
+        ob__k_scale<<<OB__ELEMS(n)>>>(g->grads, (float)(c->grad_clip_norm / (norm + 1e-6)), n);
+        OB_CUDA_LAUNCHED();
+    }
+    /* Adam on its groups */
+    if (o->n_adam_chunks) {
+        ob__cu_adam_args a;
+        a.lr[0] = (g->cfg.tie_embeddings ? c->tied_embed_lr : c->embed_lr) * lr_scale; a.wd[0] = 0.0f;
+        a.lr[1] = c->scalar_lr * lr_scale; a.wd[1] = 0.0f;
+        a.lr[2] = c->head_lr > 0.0f ? c->head_lr * lr_scale : 0.0f; a.wd[2] = 0.0f;
+        a.lr[3] = c->matrix_lr * lr_scale; a.wd[3] = c->adam_wd;
+        double t1 = (double)(o->step + 1);
+        float bc1 = (float)(1.0 - pow(c->beta1, t1)), bc2 = (float)(1.0 - pow(c->beta2, t1));
+        ob__k_adam<<<o->n_adam_chunks, 256, 0, g->stream>>>(g->params, g->grads, o->m1, o->m2, (const ob__cu_adam_chunk *)o->adam_chunks, a,
+                                                             c->beta1, c->beta2, c->adam_eps, bc1, sqrtf(bc2));
+        OB_CUDA_LAUNCHED();
+    }
+    /* Muon */
+    float lr = c->matrix_lr * lr_scale;
+    if (o->n_rows) {
+        const ob__cu_muon_row *rows = (const ob__cu_muon_row *)o->rows_tab;
+        ob__k_muon_prep<<<o->n_rows, 256, 0, g->stream>>>(o->ns_x, o->row_ss, o->momentum, g->grads, rows, momentum);
+        OB_CUDA_LAUNCHED();
+        ob__k_muon_frob<<<(o->n_mats + 127) / 128, 128, 0, g->stream>>>(o->mat_scale, o->row_ss, o->mat_row0, o->n_mats);
+        OB_CUDA_LAUNCHED();
+        ob__k_muon_normalize<<<o->n_rows, 256, 0, g->stream>>>(o->ns_x, o->mat_scale, rows);
+        OB_CUDA_LAUNCHED();
+        __nv_bfloat16 *result = o->ns_x;
+        for (int k = 0; k < o->n_groups; k++) {
+            __nv_bfloat16 *xo = NULL;
+            OB_TRY(ob__cu_newton_schulz(o, &o->groups[k], &xo));
+            result = xo - o->groups[k].ws_offset; /* every group ends in the same buffer (same step count) */
+        }
+        ob__k_muon_apply<<<o->n_rows, 256, 0, g->stream>>>(g->params, result, rows, o->mat_scale + o->n_mats + 1, lr, c->muon_wd, c->normuon,
+                                                            c->bf16_update);
+        OB_CUDA_LAUNCHED();
+    }
+    /* decoupled decay reaches Muon matrices without a gradient too (the seeds' quirk) */
+    for (int i = 0; i < o->n_decay_only && c->muon_wd > 0.0f; i++) {
+        const ob_tensor_info *t = &g->layout->tensors[o->decay_only[i]];
+        ob__k_scale<<<OB__ELEMS(t->numel)>>>(g->params + t->offset, 1.0f - lr * c->muon_wd, t->numel);
+        OB_CUDA_LAUNCHED();
+    }
+    o->step++;
+    g->quantized = 0;
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_ema_update(ob_cuda_optimizer *o, int start_now) {
+    ob_cuda_model *g = o->g;
+    if (!o->ema) return OB_OK;
+    if (!o->ema_started) {
+        if (!start_now) return OB_OK;
+        OB_CUDA_CHECK(cudaMemcpyAsync(o->ema, g->params, g->n_params * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+        o->ema_started = 1;
+        o->ema_steps = 0;
+    }
+    o->ema_steps++;
+    float d = (1.0f + o->ema_steps) / (10.0f + o->ema_steps);
+    if (d > o->cfg.ema_decay) d = o->cfg.ema_decay;
+    ob__k_ema<<<OB__ELEMS(g->n_params)>>>(o->ema, g->params, d, g->n_params);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_optimizer_upload(ob_cuda_optimizer *o, const ob_optimizer *host) {
+    size_t bytes = o->g->n_params * sizeof(float);
+    cudaStream_t s = o->g->stream;
+    OB_TRY(ob__copy_sync(s, o->m1, host->m1, bytes, cudaMemcpyHostToDevice));
+    OB_TRY(ob__copy_sync(s, o->m2, host->m2, bytes, cudaMemcpyHostToDevice));
+    OB_TRY(ob__copy_sync(s, o->momentum, host->momentum, bytes, cudaMemcpyHostToDevice));
+    if (o->ema && host->ema) OB_TRY(ob__copy_sync(s, o->ema, host->ema, bytes, cudaMemcpyHostToDevice));
+    o->step = host->step;
+    o->ema_started = host->ema_started;
+    o->ema_steps = host->ema_steps;
+    o->last_grad_norm = host->last_grad_norm;
+    return OB_OK;
+}
+OB_DEF int ob_cuda_optimizer_download(const ob_cuda_optimizer *o, ob_optimizer *host) {
+    size_t bytes = o->g->n_params * sizeof(float);
+    cudaStream_t s = o->g->stream;
+    OB_TRY(ob__copy_sync(s, host->m1, o->m1, bytes, cudaMemcpyDeviceToHost));
+    OB_TRY(ob__copy_sync(s, host->m2, o->m2, bytes, cudaMemcpyDeviceToHost));
+    OB_TRY(ob__copy_sync(s, host->momentum, o->momentum, bytes, cudaMemcpyDeviceToHost));
+    if (o->ema && host->ema) OB_TRY(ob__copy_sync(s, host->ema, o->ema, bytes, cudaMemcpyDeviceToHost));
+    host->step = o->step;
+    host->ema_started = o->ema_started;
+    host->ema_steps = o->ema_steps;
+    host->last_grad_norm = o->last_grad_norm;
+    return OB_OK;
+}
+
+/* ================================================================================================
+ * The backend for the run loop (ob_run_train / ob_run_finish): the GPU trains and scores; the host
+ * model and optimizer receive the device's state on pull (checkpoints, the artifact).
+ * ============================================================================================== */
+__global__ static void ob__k_loss_accumulate(float *acc, const float *loss, float weight, int first) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) *acc = (first ? 0.0f : *acc) + weight * *loss;
+}
+
+typedef struct ob__cuda_backend {
+    ob_cuda_model g;
+    ob_cuda_optimizer o;
+    int32_t *hx[2], *hy[2];   /* pinned micro-batch buffers, used in turn */
+    cudaEvent_t copied[2];    /* their uploads have finished: the host may refill them */
+    int used[2];
+    size_t cap;               /* tokens per buffer */
+    float *h_loss;            /* pinned */
+    int eval_tokens;          /* the most tokens one scoring forward takes */
+    int64_t max_tokens;       /* the most tokens one forward/backward takes: larger micro-batches run in pieces */
+    int fit_T;                /* the sequence length max_tokens was sized for */
+} ob__cuda_backend;
+
+/* How many tokens of sequence length T fit one forward/backward in the device memory left: the
+ * activations' bytes per token from the layout itself, 85% of what is free (counting the buffers
+ * now held, which would be given back), at least one sequence. ONEBIT_MAX_TOKENS overrides. */
+static int64_t ob__cb_fit_tokens(ob__cuda_backend *cb, int T) {
+    const char *env = getenv("ONEBIT_MAX_TOKENS");
+    if (env && atoll(env) > 0) return (atoll(env) / T > 0 ? atoll(env) / T : 1) * (int64_t)T;
+    ob_cuda_model *g = &cb->g;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) { cudaGetLastError(); return T; }
+    double per_seq = (double)(ob__cu_layout(g, NULL, 2, T, 0) + ob__cu_layout(g, NULL, 2, T, 1)) -
+                     (double)(ob__cu_layout(g, NULL, 1, T, 0) + ob__cu_layout(g, NULL, 1, T, 1));
+    double avail = 0.85 * ((double)free_b + (double)g->act_cap + (double)g->grad_cap);
+    int64_t seqs = per_seq > 0 ? (int64_t)(avail / per_seq) - 1 : 1;
+    return (seqs > 0 ? seqs : 1) * (int64_t)T;
+}
+
+static int ob__cb_buffers(ob__cuda_backend *cb, size_t tokens) {
+    if (tokens <= cb->cap) return OB_OK;
+    for (int i = 0; i < 2; i++) {
+        if (cb->used[i]) OB_CUDA_CHECK(cudaEventSynchronize(cb->copied[i]));
+        if (cb->hx[i]) cudaFreeHost(cb->hx[i]);
+        if (cb->hy[i]) cudaFreeHost(cb->hy[i]);
+        cb->hx[i] = cb->hy[i] = NULL;
+        OB_CUDA_CHECK(cudaMallocHost((void **)&cb->hx[i], tokens * sizeof(int32_t)));
+        OB_CUDA_CHECK(cudaMallocHost((void **)&cb->hy[i], tokens * sizeof(int32_t)));
+        cb->used[i] = 0;
+    }
+    cb->cap = tokens;
+    return OB_OK;
+}
+
+static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale, float momentum,
+                             float *loss) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    ob_cuda_model *g = &cb->g;
+    int64_t local = ob_loader_local_tokens(batch_tokens, 1, accum);
+    if (local < seq_len || local % seq_len)
+        return ob_set_error(OB_ERR_ARG, "train step: %lld tokens per micro-batch is not a multiple of the sequence length %d", (long long)local, seq_len);
+    /* a micro-batch larger than memory allows runs in pieces of whole sequences: the gradient of its
+     * mean loss is the sum of the pieces' mean-loss gradients, each weighted by its share of tokens */
+    if (cb->fit_T != seq_len) { cb->max_tokens = ob__cb_fit_tokens(cb, seq_len); cb->fit_T = seq_len; }
+    int64_t piece = local < cb->max_tokens ? local : cb->max_tokens;
+    int B = (int)(piece / seq_len);
+    OB_TRY(ob_cuda_model_prepare(g, B, seq_len));
+    OB_TRY(ob__cb_buffers(cb, (size_t)local));
+    if ((int)piece > cb->eval_tokens) cb->eval_tokens = (int)piece;
+    OB_TRY(ob_cuda_model_zero_grad(g));
+    for (int a = 0; a < accum; a++) {
+        int k = a & 1;
+        /* the host reads the next micro-batch while the device works on the previous one */
+        if (cb->used[k]) OB_CUDA_CHECK(cudaEventSynchronize(cb->copied[k]));
+        OB_TRY(ob_loader_next(s, batch_tokens, 1, 0, accum, cb->hx[k], cb->hy[k]));
+        for (int64_t p0 = 0; p0 < local; p0 += piece) {
+            int64_t n = local - p0 < piece ? local - p0 : piece;
+            int nb = (int)(n / seq_len);
+            float share = (float)((double)n / (double)local);
+            if (nb != B) { OB_TRY(ob_cuda_model_prepare(g, nb, seq_len)); B = nb; }
+            OB_CUDA_CHECK(cudaMemcpyAsync(g->inputs, cb->hx[k] + p0, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+            OB_CUDA_CHECK(cudaMemcpyAsync(g->targets, cb->hy[k] + p0, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
+            if (p0 + n >= local) OB_CUDA_CHECK(cudaEventRecord(cb->copied[k], g->stream));
+            OB_TRY(ob_cuda_model_forward(g, nb, seq_len, 1));
+            ob__k_loss_accumulate<<<1, 32, 0, g->stream>>>(g->loss_parts + 1, g->loss_parts, share, a == 0 && p0 == 0);
+            OB_CUDA_LAUNCHED();
+            OB_TRY(ob_cuda_model_backward(g, share / (float)accum));
+        }
+        cb->used[k] = 1;
+    }
+    OB_CUDA_CHECK(cudaMemcpyAsync(cb->h_loss, g->loss_parts + 1, sizeof(float), cudaMemcpyDeviceToHost, g->stream));
+    OB_TRY(ob_cuda_optimizer_step(&cb->o, lr_scale, momentum)); /* synchronises for the gradient norm */
+    *loss = *cb->h_loss / (float)accum;
+    return OB_OK;
+}
+
+/* ob_score_fn on the device: B windows of T tokens, in forwards of at most eval_tokens tokens. */
+static int ob__cb_score(void *ctx, const int32_t *x, const int32_t *y, int B, int T, float temperature, float *ce, float *lse) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)ctx;
+    ob_cuda_model *g = &cb->g;
+    int per = cb->eval_tokens / T > 0 ? cb->eval_tokens / T : 1;
+    g->temperature = temperature;
+    int e = OB_OK;
+    for (int b0 = 0; b0 < B && !e; b0 += per) {
+        int nb = B - b0 < per ? B - b0 : per;
+        size_t n = (size_t)nb * T, off = (size_t)b0 * T;
+        if ((e = ob_cuda_model_prepare(g, nb, T))) break;
+        if ((e = ob_cuda_model_set_batch(g, x + off, y ? y + off : NULL, (int)n))) break;
+        if ((e = ob_cuda_model_forward(g, nb, T, y != NULL))) break;
+        if (y && ce && (e = ob__copy_sync(g->stream, ce + off, g->ce, n * sizeof(float), cudaMemcpyDeviceToHost))) break;
+        if (lse && (e = ob__copy_sync(g->stream, lse + off, g->lse, n * sizeof(float), cudaMemcpyDeviceToHost))) break;
+    }
+    g->temperature = 1.0f;
+    return e;
+}
+
+static int ob__cb_pull(ob_backend *b, int with_optimizer) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    OB_TRY(ob_cuda_model_download(&cb->g, b->host));
+    if (with_optimizer) OB_TRY(ob_cuda_optimizer_download(&cb->o, b->host_opt));
+    return OB_OK;
+}
+static int ob__cb_push(ob_backend *b, int with_optimizer) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    OB_TRY(ob_cuda_model_upload(&cb->g, b->host));
+    if (with_optimizer) OB_TRY(ob_cuda_optimizer_upload(&cb->o, b->host_opt));
+    return OB_OK;
+}
+static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
+static void ob__cb_destroy(ob_backend *b) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    if (!cb) return;
+    if (cb->g.stream) cudaStreamSynchronize(cb->g.stream);
+    for (int i = 0; i < 2; i++) {
+        if (cb->hx[i]) cudaFreeHost(cb->hx[i]);
+        if (cb->hy[i]) cudaFreeHost(cb->hy[i]);
+        if (cb->copied[i]) cudaEventDestroy(cb->copied[i]);
+    }
+    if (cb->h_loss) cudaFreeHost(cb->h_loss);
+    ob_cuda_optimizer_free(&cb->o);
+    ob_cuda_model_free(&cb->g);
+    free(cb);
+    b->ctx = NULL;
+}
+
+OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
+    memset(b, 0, sizeof *b);
+    if (!ob_cuda_available()) return ob_set_error(OB_ERR_CUDA, "no CUDA device is available");
+    ob__cuda_backend *cb = (ob__cuda_backend *)calloc(1, sizeof *cb);
+    if (!cb) return ob_set_error(OB_ERR_NOMEM, "GPU backend: out of host memory");
+    b->name = "cuda";
+    b->ctx = cb;
+    b->host = m;
+    b->host_opt = o;
+    b->train_step = ob__cb_train_step;
+    b->score = ob__cb_score;
+    b->pull = ob__cb_pull;
+    b->push = ob__cb_push;
+    b->ema_update = ob__cb_ema;
+    b->destroy = ob__cb_destroy;
+    cb->eval_tokens = 8 * m->cfg.train_seq_len;
+    int e = ob_cuda_model_init(&cb->g, m);
+    if (!e) e = ob_cuda_optimizer_init(&cb->o, &cb->g, &o->cfg);
+    if (!e) e = ob_cuda_optimizer_upload(&cb->o, o); /* a resumed run's state */
+    for (int i = 0; i < 2 && !e; i++)
+        if (cudaEventCreateWithFlags(&cb->copied[i], cudaEventDisableTiming) != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "GPU backend: cannot create events");
+    if (!e && cudaMallocHost((void **)&cb->h_loss, sizeof(float)) != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "GPU backend: cannot allocate pinned memory");
+    if (e) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ob_last_error());
+        ob__cb_destroy(b);
+        return ob_set_error(e, "%s", msg);
+    }
+    return OB_OK;
+}
+
+#endif /* ONEBIT_IMPLEMENTATION (CUDA) */

@@ -1,0 +1,618 @@
+/* The GPU path (onebit_cuda.cuh) against the CPU reference (onebit.h), on fresh random inputs.
+ *
+ * What is exact, and what is not. The CPU reference is float32 throughout; the GPU follows the seeds'
+ * autocast: GEMM operands in bf16 (unit roundoff 2^-9 = 2e-3) with fp32 accumulation, attention on bf16
+ * q, k, v. So:
+ *   - exact (bit for bit): the forward weights (ob_cuda_model_quantize against ob_model_quantize), the
+ *     binarised XNOR products (integer group dots, then the same fp32 scales), gradients run twice
+ *     (the GPU path is deterministic: no atomics);
+ *   - within bf16 error: everything downstream of a bf16 GEMM. Errors are reported as
+ *         rel = ||gpu - cpu||_2 / ||cpu||_2
+ *     (a norm, since a binariser input within rounding distance of zero may flip its sign and move a
+ *     single element by O(1) -- the one honest source of local differences, as in test_fixtures).
+ *     Bounds: a layer kernel 1e-5 (fp32 both sides); a single bf16 GEMM 1e-2; whole-model logits 3e-2,
+ *     gradients 8e-2 per tensor. A wrong index, a missing term or a wrong scale moves these by O(1).
+ * The test prints a per-layer trace of the forward error for each model so that a failure points at
+ * its layer. Skips only when no GPU is present; the fixture part skips when ../shared is absent. */
+#define ONEBIT_IMPLEMENTATION
+#include "../onebit_cuda.cuh"
+#include "../onebit_pack.h"
+#include "test_util.h"
+#include <math.h>
+
+#define BOUND_KERNEL 1e-5
+#define BOUND_GEMM 1e-2
+#define BOUND_LOGITS 3e-2
+#define BOUND_GRAD 8e-2
+
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    if (!(num == num)) return INFINITY;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static size_t n_differ(const float *a, const float *b, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return k;
+}
+static float *to_host(const float *dev, size_t n) {
+    float *h = (float *)malloc(n * sizeof(float));
+    if (cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
+    return h;
+}
+static float *to_dev(const float *h, size_t n) {
+    float *d = NULL;
+    if (cudaMalloc((void **)&d, n * sizeof(float)) != cudaSuccess || cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
+        fprintf(stderr, "cuda alloc/copy failed\n");
+        exit(2);
+    }
+    return d;
+}
+static void fill_normal(float *x, size_t n, float s, ob_rng *r) { for (size_t i = 0; i < n; i++) x[i] = s * ob_rng_normal(r); }
+
+/* Random latent weights everywhere (not the init, whose zeros and ones hide paths), random tokens. */
+static void randomize(ob_model *m, uint64_t seed) {
+    ob_rng r;
+    ob_rng_seed(&r, seed);
+    ob_model_init_weights(m, seed);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ob_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        if (t->kind == OB_PARAM_SMALL) for (size_t k = 0; k < t->numel; k++) p[k] += 0.2f * ob_rng_normal(&r);
+        else if (t->kind == OB_PARAM_QUANT || t->kind == OB_PARAM_FLOAT_MATRIX) fill_normal(p, t->numel, 0.05f, &r);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+static void test_quantize(const char *name, const ob_config *cfg) {
+    ob_model m;
+    ob_cuda_model g;
+    char label[160];
+    snprintf(label, sizeof label, "%s/quantize", name);
+    if (ob_model_init(&m, cfg)) { tu_report("FAIL", label, "%s", ob_last_error()); return; }
+    randomize(&m, 11);
+    ob_model_quantize(&m);
+    if (ob_cuda_model_init(&g, &m) || ob_cuda_model_quantize(&g) || cudaDeviceSynchronize() != cudaSuccess) {
+        tu_report("FAIL", label, "%s", ob_last_error());
+        ob_model_free(&m);
+        return;
+    }
+    float *q = to_host(g.qparams, m.n_params), *a = to_host(g.qalpha, m.n_alpha ? m.n_alpha : 1);
+    size_t dq = n_differ(q, m.qparams, m.n_params), da = m.n_alpha ? n_differ(a, m.qalpha, m.n_alpha) : 0;
+    TU_CHECK(dq == 0 && da == 0, label, "forward weights: %zu of %zu differ, group scales: %zu of %zu differ (must be bit-identical)", dq,
+             m.n_params, da, m.n_alpha);
+    free(q); free(a);
+    ob_cuda_model_free(&g);
+    ob_model_free(&m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Layer kernels on random data, each against its CPU function. */
+static void test_kernels(void) {
+    ob_config cfg;
+    ob_config_preset(&cfg, "tiny");
+    ob_model m;
+    ob_cuda_model g;
+    if (ob_model_init(&m, &cfg) || ob_cuda_model_init(&g, &m)) { tu_report("FAIL", "kernels", "%s", ob_last_error()); return; }
+    ob_rng r;
+    ob_rng_seed(&r, 5);
+    int M = 333, C = 384;
+    size_t n = (size_t)M * C;
+    float *x = (float *)malloc(n * 4), *dy = (float *)malloc(n * 4), *y = (float *)malloc(n * 4), *rs = (float *)malloc(M * 4),
+          *dx = (float *)calloc(n, 4);
+    fill_normal(x, n, 1.3f, &r);
+    fill_normal(dy, n, 0.7f, &r);
+    ob_rmsnorm_forward(y, rs, x, M, C);
+    ob_rmsnorm_backward(dx, dy, y, rs, M, C);
+    float *dxg = to_dev(x, n), *dyg = to_dev(dy, n), *yg = to_dev(y, n), *rsg = to_dev(rs, M), *dxo = to_dev(dx, n);
+    cudaMemset(dxo, 0, n * 4);
+    int e = ob_cuda_rmsnorm_forward(&g, yg, rsg, NULL, dxg, M, C);
+    if (!e) e = ob_cuda_rmsnorm_backward(&g, dxo, dyg, yg, rsg, M, C);
+    cudaDeviceSynchronize();
+    float *y2 = to_host(yg, n), *dx2 = to_host(dxo, n);
+    TU_CHECK(!e && rel_l2(y2, y, n) <= BOUND_KERNEL && rel_l2(dx2, dx, n) <= BOUND_KERNEL, "kernel/rmsnorm",
+             "forward rel %.2e, backward rel %.2e (bound %.0e)", rel_l2(y2, y, n), rel_l2(dx2, dx, n), BOUND_KERNEL);
+    free(y2); free(dx2);
+
+    /* the XNOR product: binarised input, binary weights in groups -- exact against ob_xnor_matmul_ref */
+    {
+        int K = 256, N = 160, gs = 64, G = K / gs;
+        float *w = (float *)malloc((size_t)N * K * 4), *wq = (float *)malloc((size_t)N * K * 4), *al = (float *)malloc((size_t)N * G * 4);
+        float *in = (float *)malloc((size_t)M * K * 4), *xb = (float *)malloc((size_t)M * K * 4), *ref = (float *)malloc((size_t)M * N * 4);
+        fill_normal(w, (size_t)N * K, 0.1f, &r);
+        fill_normal(in, (size_t)M * K, 1.0f, &r);
+        for (int i = 0; i < M * K; i += 97) in[i] = 0.0f; /* zeros binarise to +1 on both sides */
+        ob_binarize_weights_ref(wq, al, w, (size_t)N * K, gs, 0);
+        ob_binarize_act_ref(xb, NULL, in, M, K);
+        ob_xnor_matmul_ref(ref, xb, wq, al, M, K, N, gs);
+        /* the device's operands: the sign matrix in wsign, the scales in qalpha (a scratch model) */
+        ob_config c2 = cfg;
+        c2.model_dim = K; c2.num_heads = 4; c2.num_kv_heads = 2; c2.group_size = gs; c2.mlp_mult = 2; c2.embed_dim = 0; c2.vocab_size = 64;
+        c2.num_layers = 1;
+        ob_model hm;
+        ob_cuda_model hg;
+        if (ob_model_init(&hm, &c2) || ob_cuda_model_init(&hg, &hm)) { tu_report("FAIL", "kernel/xnor", "%s", ob_last_error()); }
+        else {
+            const ob_tensor_info *t = ob_model_find(&hm, "blocks.0.mlp.fc.weight"); /* (2K, K): room for N x K */
+            float *sg = (float *)malloc((size_t)N * K * 4);
+            for (int i = 0; i < N * K; i++) sg[i] = wq[i] >= 0 ? 1.0f : -1.0f;
+            __nv_bfloat16 *sb = (__nv_bfloat16 *)malloc((size_t)N * K * 2);
+            for (int i = 0; i < N * K; i++) sb[i] = __float2bfloat16(sg[i]);
+            cudaMemcpy(hg.wsign + t->offset, sb, (size_t)N * K * 2, cudaMemcpyHostToDevice);
+            cudaMemcpy(hg.qalpha + t->alpha_offset, al, (size_t)N * G * 4, cudaMemcpyHostToDevice);
+            float *ind = to_dev(in, (size_t)M * K), *out, *beta, *dots;
+            __nv_bfloat16 *inb;
+            cudaMalloc((void **)&out, (size_t)M * N * 4); cudaMalloc((void **)&beta, M * 4); cudaMalloc((void **)&dots, (size_t)G * M * N * 4);
+            cudaMalloc((void **)&inb, (size_t)M * K * 2);
+            int e2 = ob_cuda_qlinear_forward(&hg, out, ind, inb, beta, hm.params + t->offset, M, K, N, 1, dots);
+            cudaDeviceSynchronize();
+            float *o = to_host(out, (size_t)M * N);
+            double rel = rel_l2(o, ref, (size_t)M * N);
+            /* the order of the alpha-weighted group sum is the same (g ascending), so equal up to fp32 fma */
+            TU_CHECK(!e2 && rel <= 1e-6, "kernel/xnor_forward", "rel %.2e against ob_xnor_matmul_ref over %d x %d x %d, group %d (bound 1e-6)", rel, M, K, N, gs);
+            free(o); free(sg); free(sb);
+            cudaFree(ind); cudaFree(out); cudaFree(beta); cudaFree(dots); cudaFree(inb);
+            ob_cuda_model_free(&hg);
+            ob_model_free(&hm);
+        }
+        free(w); free(wq); free(al); free(in); free(xb); free(ref);
+    }
+
+    /* attention: bf16 q (gain folded in), k, v against the CPU's float attention of the same values */
+    {
+        int B = 2, T = 200, H = 4, Hkv = 2, d = 32, D = H * d;
+        size_t nq = (size_t)B * T * H * d, nk = (size_t)B * T * Hkv * d;
+        float *q = (float *)malloc(nq * 4), *k = (float *)malloc(nk * 4), *v = (float *)malloc(nk * 4), *gain = (float *)malloc(H * 4);
+        fill_normal(q, nq, 1.0f, &r); fill_normal(k, nk, 1.0f, &r); fill_normal(v, nk, 1.0f, &r);
+        for (int h = 0; h < H; h++) gain[h] = 1.0f + 0.5f * h;
+        /* round to what the device sees: q' = bf16(gain q), k, v in bf16; the CPU then uses gain 1 */
+        __nv_bfloat16 *qb = (__nv_bfloat16 *)malloc(nq * 2), *kb = (__nv_bfloat16 *)malloc(nk * 2), *vb = (__nv_bfloat16 *)malloc(nk * 2);
+        for (size_t i = 0; i < nq; i++) { qb[i] = __float2bfloat16(q[i] * gain[(i / d) % H]); q[i] = __bfloat162float(qb[i]); }
+        for (size_t i = 0; i < nk; i++) { kb[i] = __float2bfloat16(k[i]); k[i] = __bfloat162float(kb[i]); vb[i] = __float2bfloat16(v[i]); v[i] = __bfloat162float(vb[i]); }
+        float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+        float *yc = (float *)calloc(nq, 4), *att = (float *)malloc((size_t)B * H * T * T * 4);
+        ob__attention_forward(yc, att, q, k, v, Hkv * d, ones, B, T, H, Hkv, d);
+        float *dyv = (float *)malloc(nq * 4);
+        fill_normal(dyv, nq, 1.0f, &r);
+        __nv_bfloat16 *dyb = (__nv_bfloat16 *)malloc(nq * 2);
+        for (size_t i = 0; i < nq; i++) { dyb[i] = __float2bfloat16(dyv[i]); dyv[i] = __bfloat162float(dyb[i]); }
+        float *dq = (float *)calloc(nq, 4), *dk = (float *)calloc(nk, 4), *dv = (float *)calloc(nk, 4), dg[8] = {0};
+        ob__attention_backward(dq, dk, dv, dg, dyv, att, q, k, v, Hkv * d, ones, B, T, H, Hkv, d);
+        /* the device */
+        ob_config c3 = cfg;
+        c3.model_dim = D; c3.num_heads = H; c3.num_kv_heads = Hkv; c3.train_seq_len = T; c3.num_layers = 1; c3.embed_dim = 0; c3.group_size = 32;
+        ob_model am;
+        ob_cuda_model ag;
+        if (ob_model_init(&am, &c3) || ob_cuda_model_init(&ag, &am) || ob_cuda_model_prepare(&ag, B, T)) { tu_report("FAIL", "kernel/attention", "%s", ob_last_error()); }
+        else {
+            ob_cuda_layer_acts *A = &ag.L[0];
+            cudaMemcpy(A->q, qb, nq * 2, cudaMemcpyHostToDevice);
+            cudaMemcpy(A->k, kb, nk * 2, cudaMemcpyHostToDevice);
+            cudaMemcpy(A->v, vb, nk * 2, cudaMemcpyHostToDevice);
+            int e3 = ob_cuda_attention_fwd(&ag, A, B, T);
+            __nv_bfloat16 *ob_ = (__nv_bfloat16 *)malloc(nq * 2), *dyd;
+            cudaMalloc((void **)&dyd, nq * 2);
+            cudaMemcpy(dyd, dyb, nq * 2, cudaMemcpyHostToDevice);
+            float *dqd, *dkd, *dvd;
+            cudaMalloc((void **)&dqd, nq * 4); cudaMalloc((void **)&dkd, nk * 4); cudaMalloc((void **)&dvd, nk * 4);
+            if (!e3) e3 = ob_cuda_attention_bwd(&ag, A, dyd, dqd, dkd, dvd, B, T);
+            cudaDeviceSynchronize();
+            cudaMemcpy(ob_, A->o, nq * 2, cudaMemcpyDeviceToHost);
+            float *yo = (float *)malloc(nq * 4);
+            for (size_t i = 0; i < nq; i++) yo[i] = __bfloat162float(ob_[i]);
+            float *dq2 = to_host(dqd, nq), *dk2 = to_host(dkd, nk), *dv2 = to_host(dvd, nk);
+            double ry = rel_l2(yo, yc, nq), rq = rel_l2(dq2, dq, nq), rk = rel_l2(dk2, dk, nk), rv = rel_l2(dv2, dv, nk);
+            /* the output is stored in bf16 (2e-3); the gradients are fp32 from bf16 inputs */
+            TU_CHECK(!e3 && ry <= 5e-3, "kernel/attention_forward", "rel %.2e, B %d T %d H %d Hkv %d d %d (bound 5e-3: bf16 output)", ry, B, T, H, Hkv, d);
+            TU_CHECK(!e3 && rq <= BOUND_GEMM && rk <= BOUND_GEMM && rv <= BOUND_GEMM, "kernel/attention_backward",
+                     "dq %.2e dk %.2e dv %.2e (bound %.0e)", rq, rk, rv, BOUND_GEMM);
+            free(ob_); free(yo); free(dq2); free(dk2); free(dv2);
+            cudaFree(dyd); cudaFree(dqd); cudaFree(dkd); cudaFree(dvd);
+            ob_cuda_model_free(&ag);
+            ob_model_free(&am);
+        }
+        free(q); free(k); free(v); free(gain); free(qb); free(kb); free(vb); free(yc); free(att); free(dyv); free(dyb);
+        free(dq); free(dk); free(dv);
+    }
+    cudaFree(dxg); cudaFree(dyg); cudaFree(yg); cudaFree(rsg); cudaFree(dxo);
+    free(x); free(dy); free(y); free(rs); free(dx);
+    ob_cuda_model_free(&g);
+    ob_model_free(&m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* A whole model, forward and backward, GPU against CPU. */
+static void trace_layers(const char *name, ob_model *m, ob_cuda_model *g) {
+    int le = ob_config_effective_layers(&m->cfg), BT = m->acts.B * m->acts.T, D = m->cfg.model_dim;
+    int nqkv = D + 2 * m->cfg.num_kv_heads * (D / m->cfg.num_heads);
+    printf("  trace %s:", name);
+    float *h = to_host(g->x0, (size_t)BT * D);
+    printf(" x0 %.1e |", rel_l2(h, m->acts.x0, (size_t)BT * D));
+    free(h);
+    for (int l = 0; l < le; l++) {
+        float *qkv = to_host(g->L[l].qkv, (size_t)BT * nqkv), *y = to_host(g->L[l].y, (size_t)BT * D), *mo = to_host(g->L[l].mlp_out, (size_t)BT * D);
+        float *xo = to_host(g->L[l].x_out, (size_t)BT * D);
+        printf(" L%d qkv %.1e y %.1e mlp %.1e out %.1e |", l, rel_l2(qkv, m->acts.layers[l].qkv, (size_t)BT * nqkv),
+               rel_l2(y, m->acts.layers[l].y, (size_t)BT * D), rel_l2(mo, m->acts.layers[l].mlp_out, (size_t)BT * D),
+               m->cfg.attn_res == 1 ? 0.0 : rel_l2(xo, m->acts.layers[l].x_out, (size_t)BT * D));
+        free(qkv); free(y); free(mo); free(xo);
+    }
+    printf("\n");
+}
+
+/* GPU forward + backward of the batch; grads left in g->grads */
+static int gpu_fwd_bwd(ob_cuda_model *g, const int32_t *x, const int32_t *y, int B, int T, float *loss) {
+    int e = ob_cuda_model_prepare(g, B, T);
+    if (!e) e = ob_cuda_model_set_batch(g, x, y, B * T);
+    if (!e) e = ob_cuda_model_zero_grad(g);
+    if (!e) e = ob_cuda_model_forward(g, B, T, 1);
+    if (!e) e = ob_cuda_model_loss(g, loss);
+    if (!e) e = ob_cuda_model_backward(g, 1.0f);
+    if (!e && cudaDeviceSynchronize() != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "%s", cudaGetErrorString(cudaGetLastError()));
+    return e;
+}
+
+/* The binarised inputs' signs the GPU's forward took, imposed on the CPU's forward (binarize_hook).
+ * An activation within rounding distance of zero binarises to either sign, and a binarised network
+ * turns one such flip into an O(1) change downstream (test_fixtures meets the same with the seed);
+ * so the CPU is made to take the GPU's decisions, the flips are counted, and each must be a value
+ * near zero: |x| <= FLIP_NEAR_ZERO * beta (beta = the row's mean |x|). What remains is bf16 error. */
+#define FLIP_NEAR_ZERO 0.05
+#define FLIP_FRACTION 0.01
+typedef struct sign_ctx {
+    int n_layers;
+    float *sign[64][4];   /* per effective layer and site: the GPU's signs (+-1), host copies */
+    size_t flips, total;
+    double worst_ratio;   /* max |x| / beta over flipped elements */
+} sign_ctx;
+static void impose_hook(void *ctx, int layer, int site, float *xb, const float *x, int M, int K) {
+    sign_ctx *s = (sign_ctx *)ctx;
+    const float *sg = layer < s->n_layers ? s->sign[layer][site] : NULL;
+    if (!sg) return;
+    for (int i = 0; i < M; i++) {
+        float beta = fabsf(xb[(size_t)i * K]);
+        for (int k = 0; k < K; k++) {
+            size_t j = (size_t)i * K + k;
+            int cpu_pos = xb[j] >= 0.0f, gpu_pos = sg[j] >= 0.0f;
+            s->total++;
+            if (cpu_pos != gpu_pos) {
+                s->flips++;
+                double r = beta > 0 ? fabs(x[j]) / beta : INFINITY;
+                if (r > s->worst_ratio) s->worst_ratio = r;
+                xb[j] = gpu_pos ? beta : -beta;
+            }
+        }
+    }
+}
+static void download_signs(sign_ctx *s, const ob_cuda_model *g, int B, int T) {
+    const ob_config *c = &g->cfg;
+    memset(s, 0, sizeof *s);
+    s->n_layers = ob_config_effective_layers(c);
+    if (s->n_layers > 64) s->n_layers = 64;
+    size_t BT = (size_t)B * T, D = c->model_dim, F = (size_t)c->mlp_mult * D;
+    for (int l = 0; l < s->n_layers; l++) {
+        const ob_cuda_layer_acts *A = &g->L[l];
+        const __nv_bfloat16 *src[4] = {A->in_qkv, A->in_proj, A->in_fc, A->in_down};
+        size_t width[4] = {D, D, D, F};
+        for (int site = 0; site < 4; site++) {
+            if (!c->binarize_act || (site == 3 && c->binarize_act != 1)) continue;
+            size_t n = BT * width[site];
+            __nv_bfloat16 *tmp = (__nv_bfloat16 *)malloc(n * 2);
+            cudaMemcpy(tmp, src[site], n * 2, cudaMemcpyDeviceToHost);
+            s->sign[l][site] = (float *)malloc(n * 4);
+            for (size_t i = 0; i < n; i++) s->sign[l][site][i] = __bfloat162float(tmp[i]);
+            free(tmp);
+        }
+    }
+}
+static void free_signs(sign_ctx *s) { for (int l = 0; l < 64; l++) for (int k = 0; k < 4; k++) free(s->sign[l][k]); }
+
+static void compare_model(const char *name, ob_model *m, ob_cuda_model *g, const int32_t *x, const int32_t *y, int B, int T, int check_determinism) {
+    char label[200];
+    size_t BT = (size_t)B * T, V = (size_t)m->cfg.vocab_size;
+    float gl = 0.0f;
+    int e = gpu_fwd_bwd(g, x, y, B, T, &gl);
+    snprintf(label, sizeof label, "%s/gpu_runs", name);
+    if (e) { tu_report("FAIL", label, "%s", ob_last_error()); return; }
+    sign_ctx sc;
+    download_signs(&sc, g, B, T);
+    void (*saved_hook)(void *, int, int, float *, const float *, int, int) = m->binarize_hook;
+    void *saved_ctx = m->binarize_hook_ctx;
+    m->binarize_hook = impose_hook;
+    m->binarize_hook_ctx = &sc;
+    ob_model_zero_grad(m);
+    e = ob_model_forward(m, x, y, B, T);
+    if (!e) e = ob_model_backward(m, 1.0f);
+    m->binarize_hook = saved_hook;
+    m->binarize_hook_ctx = saved_ctx;
+    if (e) { snprintf(label, sizeof label, "%s/cpu", name); tu_report("FAIL", label, "%s", ob_last_error()); free_signs(&sc); return; }
+    if (m->cfg.binarize_act) {
+        snprintf(label, sizeof label, "%s/binarised_signs", name);
+        double frac = sc.total ? (double)sc.flips / sc.total : 0.0;
+        TU_CHECK(frac <= FLIP_FRACTION && sc.worst_ratio <= FLIP_NEAR_ZERO, label,
+                 "%zu of %zu binarised inputs took the other sign on the GPU (%.3f%%, bound %.0f%%), all near zero: max |x|/beta %.2e (bound %.2f)",
+                 sc.flips, sc.total, 100.0 * frac, 100.0 * FLIP_FRACTION, sc.worst_ratio, FLIP_NEAR_ZERO);
+    }
+    free_signs(&sc);
+    trace_layers(name, m, g);
+    float *lg = to_host(g->logits, BT * V), *ce = to_host(g->ce, BT);
+    double rl = rel_l2(lg, m->acts.logits, BT * V), rc = rel_l2(ce, m->acts.ce, BT);
+    snprintf(label, sizeof label, "%s/forward", name);
+    TU_CHECK(rl <= BOUND_LOGITS && rc <= BOUND_LOGITS && fabs(gl - m->loss) <= BOUND_LOGITS * fabs(m->loss), label,
+             "logits rel %.2e, ce rel %.2e, loss %.5f vs cpu %.5f (bound %.0e)", rl, rc, gl, m->loss, BOUND_LOGITS);
+    free(lg); free(ce);
+    float *gr = to_host(g->grads, m->n_params);
+    double worst = 0.0;
+    char worst_name[80] = "-";
+    int nt = 0, zero_mismatch = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ob_tensor_info *t = &m->tensors[i];
+        if (!t->has_grad) {
+            for (size_t k = 0; k < t->numel; k++) zero_mismatch += gr[t->offset + k] != 0.0f;
+            continue;
+        }
+        double rg = rel_l2(gr + t->offset, m->grads + t->offset, t->numel);
+        if (!(rg <= worst)) { worst = rg; snprintf(worst_name, sizeof worst_name, "%s", t->name); }
+        nt++;
+    }
+    snprintf(label, sizeof label, "%s/gradients", name);
+    TU_CHECK(worst <= BOUND_GRAD && zero_mismatch == 0, label, "%d tensors, worst %s rel %.2e (bound %.0e); %d nonzero where none is due", nt,
+             worst_name, worst, BOUND_GRAD, zero_mismatch);
+    if (worst > BOUND_GRAD / 4)
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ob_tensor_info *t = &m->tensors[i];
+            if (t->has_grad) printf("  grad %-40s rel %.2e\n", t->name, rel_l2(gr + t->offset, m->grads + t->offset, t->numel));
+        }
+    if (check_determinism) {
+        float l2;
+        e = gpu_fwd_bwd(g, x, y, B, T, &l2);
+        float *gr2 = to_host(g->grads, m->n_params);
+        size_t nd = n_differ(gr, gr2, m->n_params);
+        snprintf(label, sizeof label, "%s/deterministic", name);
+        TU_CHECK(!e && nd == 0 && l2 == gl, label, "a second forward/backward: %zu of %zu gradient values differ, loss %s", nd, m->n_params,
+                 l2 == gl ? "identical" : "differs");
+        free(gr2);
+    }
+    free(gr);
+}
+
+static void test_model(const char *name, ob_config cfg, int B, int T, uint64_t seed) {
+    char label[160];
+    if (ob_config_validate(&cfg)) { snprintf(label, sizeof label, "%s/config", name); tu_report("FAIL", label, "%s", ob_last_error()); return; }
+    test_quantize(name, &cfg);
+    ob_model m;
+    ob_cuda_model g;
+    if (ob_model_init(&m, &cfg)) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
+    randomize(&m, seed);
+    if (ob_cuda_model_init(&g, &m)) { tu_report("FAIL", name, "gpu init: %s", ob_last_error()); ob_model_free(&m); return; }
+    ob_rng r;
+    ob_rng_seed(&r, seed + 1);
+    int32_t *x = (int32_t *)malloc((size_t)B * T * 4), *y = (int32_t *)malloc((size_t)B * T * 4);
+    for (int i = 0; i < B * T; i++) { x[i] = (int32_t)(ob_rng_u64(&r) % (uint64_t)cfg.vocab_size); y[i] = (int32_t)(ob_rng_u64(&r) % (uint64_t)cfg.vocab_size); }
+    compare_model(name, &m, &g, x, y, B, T, 1);
+    free(x); free(y);
+    ob_cuda_model_free(&g);
+    ob_model_free(&m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The seeds' fixtures on the GPU: against the CPU reference on the fixture's weights and batch (the
+ * CPU path itself is held to the seeds by test_fixtures), and against the seed's own numbers directly:
+ * the loss always; the logits and gradients where no activation is binarised (with binarised
+ * activations the seed's fp32 rounding decides near-zero signs, see compare_model). */
+static void test_fixture(const char *dir, const char *fixture) {
+    char path[512], label[200];
+    snprintf(path, sizeof path, "%s/fixtures/%s.safetensors", dir, fixture);
+    ob_safetensors st;
+    ob_config cfg;
+    ob_model m;
+    ob_cuda_model g;
+    if (ob_safetensors_open(&st, path) || ob_config_from_metadata(&cfg, &st) || ob_model_init(&m, &cfg)) { tu_report("FAIL", fixture, "%s", ob_last_error()); return; }
+    if (ob_model_load_safetensors(&m, &st, "param.") || ob_cuda_model_init(&g, &m)) {
+        tu_report("FAIL", fixture, "%s", ob_last_error());
+        ob_model_free(&m); ob_safetensors_close(&st);
+        return;
+    }
+    const ob_st_tensor *ids = ob_safetensors_find(&st, "input_ids");
+    int B = (int)ids->shape[0], T = (int)ids->shape[1];
+    size_t BT = (size_t)B * T, V = (size_t)cfg.vocab_size;
+    int32_t *in = (int32_t *)malloc(BT * 4), *tg = (int32_t *)malloc(BT * 4);
+    float *ref = (float *)malloc(BT * V * 4), loss = 0.0f, ref_loss = 0.0f;
+    ob_safetensors_read_i32(&st, "input_ids", in, (int64_t)BT);
+    ob_safetensors_read_i32(&st, "target_ids", tg, (int64_t)BT);
+    ob_safetensors_read_f32(&st, "logits", ref, (int64_t)(BT * V));
+    ob_safetensors_read_f32(&st, "loss", &ref_loss, 1);
+    snprintf(label, sizeof label, "gpu/%s", fixture);
+    compare_model(label, &m, &g, in, tg, B, T, 0);
+    int e = gpu_fwd_bwd(&g, in, tg, B, T, &loss);
+    snprintf(label, sizeof label, "gpu/%s/seed", fixture);
+    if (e) tu_report("FAIL", label, "%s", ob_last_error());
+    else if (cfg.binarize_act) {
+        TU_CHECK(fabs(loss - ref_loss) <= 1e-3 * ref_loss, label, "loss %.5f vs the seed's %.5f (bound 0.1%%; binarised activations: see compare_model)",
+                 loss, ref_loss);
+    } else {
+        float *lg = to_host(g.logits, BT * V);
+        double rl = rel_l2(lg, ref, BT * V);
+        float *gr = to_host(g.grads, m.n_params), *rg = (float *)malloc(m.n_params * 4);
+        double worst = 0.0;
+        char wn[80] = "-";
+        int n = 0;
+        for (int i = 0; i < m.n_tensors; i++) {
+            const ob_tensor_info *t = &m.tensors[i];
+            char gname[160];
+            snprintf(gname, sizeof gname, "grad.%s", t->name);
+            if (!ob_safetensors_find(&st, gname)) continue;
+            ob_safetensors_read_f32(&st, gname, rg, (int64_t)t->numel);
+            double r = rel_l2(gr + t->offset, rg, t->numel);
+            if (!(r <= worst)) { worst = r; snprintf(wn, sizeof wn, "%s", t->name); }
+            n++;
+        }
+        TU_CHECK(rl <= BOUND_LOGITS && fabs(loss - ref_loss) <= 1e-3 * ref_loss && worst <= BOUND_GRAD && n > 0, label,
+                 "logits rel %.2e, loss %.5f vs the seed's %.5f; %d gradients, worst %s rel %.2e (bounds %.0e, 0.1%%, %.0e)", rl, loss, ref_loss,
+                 n, wn, worst, BOUND_LOGITS, BOUND_GRAD);
+        free(lg); free(gr); free(rg);
+    }
+    free(in); free(tg); free(ref);
+    ob_cuda_model_free(&g);
+    ob_model_free(&m);
+    ob_safetensors_close(&st);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* One optimizer step from the same state and gradients: Adam to fp32 rounding; Muon's bf16
+ * Newton-Schulz against the CPU's fp32 one within bf16 error of the update. */
+static void test_optimizer(int normuon) {
+    const char *name = normuon ? "optimizer/normuon" : "optimizer/muon";
+    ob_config cfg;
+    ob_config_preset(&cfg, "tiny");
+    ob_model m;
+    ob_optimizer o;
+    ob_optim_config oc;
+    ob_optim_config_default(&oc);
+    oc.muon_wd = 0.04f;
+    oc.normuon = normuon;
+    if (ob_model_init(&m, &cfg) || ob_optimizer_init(&o, &m, &oc)) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
+    randomize(&m, 21);
+    ob_rng r;
+    ob_rng_seed(&r, 22);
+    fill_normal(m.grads, m.n_params, 1e-2f, &r);
+    for (int i = 0; i < m.n_tensors; i++) if (!m.tensors[i].has_grad) memset(m.grads + m.tensors[i].offset, 0, m.tensors[i].numel * 4);
+    fill_normal(o.momentum, m.n_params, 1e-2f, &r);
+    for (size_t k = 0; k < m.n_params; k++) { o.m1[k] = 1e-3f * ob_rng_normal(&r); o.m2[k] = 1e-5f * ob_rng_uniform(&r); }
+    o.step = 7;
+    ob_cuda_model g;
+    ob_cuda_optimizer go;
+    if (ob_cuda_model_init(&g, &m) || ob_cuda_optimizer_init(&go, &g, &oc) || ob_cuda_optimizer_upload(&go, &o)) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
+    cudaMemcpy(g.grads, m.grads, m.n_params * 4, cudaMemcpyHostToDevice);
+    float *before = (float *)malloc(m.n_params * 4);
+    memcpy(before, m.params, m.n_params * 4);
+    int e = ob_cuda_optimizer_step(&go, 0.7f, 0.9f);
+    if (!e) e = ob_optimizer_step(&o, 0.7f, 0.9f);
+    cudaDeviceSynchronize();
+    if (e) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
+    float *gp = to_host(g.params, m.n_params), *gm1 = to_host(go.m1, m.n_params), *gmom = to_host(go.momentum, m.n_params);
+    double worst_adam = 0.0, worst_muon = 0.0, worst_mom = 0.0;
+    for (int i = 0; i < m.n_tensors; i++) {
+        const ob_tensor_info *t = &m.tensors[i];
+        size_t n = t->numel;
+        float *du = (float *)malloc(n * 4), *dc = (float *)malloc(n * 4);
+        for (size_t k = 0; k < n; k++) { du[k] = gp[t->offset + k] - before[t->offset + k]; dc[k] = m.params[t->offset + k] - before[t->offset + k]; }
+        double rr = rel_l2(du, dc, n);
+        if (t->group == OB_GROUP_MUON) {
+            if (rr > worst_muon) worst_muon = rr;
+            double rm = rel_l2(gmom + t->offset, o.momentum + t->offset, n);
+            if (rm > worst_mom) worst_mom = rm;
+        } else if (rr > worst_adam) worst_adam = rr;
+        free(du); free(dc);
+    }
+    double rm1 = rel_l2(gm1, o.m1, m.n_params);
+    char label[160];
+    snprintf(label, sizeof label, "%s/adam", name);
+    TU_CHECK(worst_adam <= 1e-5 && rm1 <= 1e-6, label, "worst Adam update rel %.2e (bound 1e-5), first moments rel %.2e (bound 1e-6)", worst_adam, rm1);
+    snprintf(label, sizeof label, "%s/muon", name);
+    /* bf16 NS (the seeds') against the CPU's fp32 NS: three steps of bf16 products, ~1% of the update */
+    TU_CHECK(worst_muon <= 4e-2 && worst_mom <= 1e-6, label, "worst Muon update rel %.2e (bound 4e-2: bf16 Newton-Schulz vs fp32), momentum rel %.2e",
+             worst_muon, worst_mom);
+    /* the non-finite guard: a NaN gradient stops the step before any weight moves */
+    float nan = NAN;
+    const ob_tensor_info *t = ob_model_find(&m, "blocks.1.attn.c_qkv.weight");
+    cudaMemcpy(g.grads + t->offset + 5, &nan, 4, cudaMemcpyHostToDevice);
+    float *p0 = to_host(g.params, m.n_params);
+    e = ob_cuda_optimizer_step(&go, 1.0f, 0.9f);
+    float *p1 = to_host(g.params, m.n_params);
+    snprintf(label, sizeof label, "%s/nonfinite_guard", name);
+    TU_CHECK(e == OB_ERR_NUMERIC && strstr(ob_last_error(), "blocks.1.attn.c_qkv.weight") && n_differ(p0, p1, m.n_params) == 0, label,
+             "returned %d: %s; weights unchanged: %s", e, ob_last_error(), n_differ(p0, p1, m.n_params) == 0 ? "yes" : "no");
+    free(p0); free(p1); free(gp); free(gm1); free(gmom); free(before);
+    ob_cuda_optimizer_free(&go);
+    ob_cuda_model_free(&g);
+    ob_optimizer_free(&o);
+    ob_model_free(&m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The run loop with the GPU backend against the CPU backend: same data, same seeds, 40 steps. */
+static void test_backend(void) {
+    ob_run_options opt;
+    ob_run_options_preset(&opt, "tiny");
+    opt.sched.iterations = 40;
+    opt.sched.max_wallclock_ms = 0;
+    opt.train_log_every = 0;
+    opt.val_max_tokens = 4096;
+    snprintf(opt.out_dir, sizeof opt.out_dir, "build/test_gpu_logs");
+    float final_loss[2] = {0, 0};
+    ob_eval_result ev[2];
+    for (int dev = 0; dev < 2; dev++) {
+        ob_run run;
+        snprintf(opt.run_id, sizeof opt.run_id, "backend_%s", dev ? "gpu" : "cpu");
+        int e = ob_run_setup(&run, &opt);
+        if (e) { tu_report("FAIL", "backend/setup", "%s (run from the repository root)", ob_last_error()); return; }
+        if (dev) e = ob_backend_cuda(&run.be, &run.model, &run.optim);
+        else ob_backend_cpu(&run.be, &run.model, &run.optim);
+        if (!e) e = ob_run_train(&run);
+        if (!e) e = ob_run_eval(&run, 1.0f, &ev[dev]);
+        if (!e) final_loss[dev] = run.hist[2 * (run.n_hist - 1) + 1];
+        /* pull: the host model now holds the device's weights; the CPU scorer must agree with the GPU's */
+        if (!e && dev) {
+            ob_eval_result host_ev;
+            memset(&host_ev, 0, sizeof host_ev);
+            e = run.be.pull(&run.be, 1);
+            if (!e) e = ob_eval_val(ob_model_scorer, &run.model, &run.val, &run.bpb, opt.model.train_seq_len, opt.val_batch_seqs, 1.0f, 1,
+                                    opt.model.z_loss, 0, 1, &host_ev);
+            TU_CHECK(!e && fabs(host_ev.val_loss - ev[1].val_loss) <= 1e-2 * ev[1].val_loss, "backend/pull_and_score",
+                     "the pulled weights on the CPU: val_loss %.5f, the GPU's scorer %.5f (bound 1%%)", host_ev.val_loss, ev[1].val_loss);
+        }
+        if (e) tu_report("FAIL", dev ? "backend/gpu" : "backend/cpu", "%s", ob_last_error());
+        ob_run_free(&run);
+        if (e) return;
+    }
+    /* 40 steps from the same init and data: the bf16 path follows the same trajectory to within a few percent */
+    TU_CHECK(fabs(final_loss[1] - final_loss[0]) <= 0.05 * final_loss[0] && fabs(ev[1].val_loss - ev[0].val_loss) <= 0.05 * ev[0].val_loss,
+             "backend/same_learning", "after 40 steps: train loss gpu %.4f cpu %.4f, val_loss gpu %.4f cpu %.4f (bound 5%%)", final_loss[1],
+             final_loss[0], ev[1].val_loss, ev[0].val_loss);
+}
+
+int main(void) {
+    if (!ob_cuda_available()) {
+        tu_report("SKIP", "gpu", "no CUDA device");
+        return 0;
+    }
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("device: %s, %d SMs, compute %d.%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+    test_kernels();
+
+    ob_config base;
+    ob_config_preset(&base, "tiny");
+    base.train_seq_len = 128;
+    ob_config c;
+    c = base; test_model("xnor_mode2_signsq", c, 2, 128, 1);
+    c = base; c.storage_exact = 0; test_model("xnor_mode2_seedforward", c, 3, 80, 2);
+    c = base; c.binarize_act = 1; c.activation = OB_ACT_RELU2; c.smear = 1; c.scale_fp8 = 1; c.num_layers = 5; c.embed_dim = 96;
+    test_model("xnor_mode1_relu2_smear_scalefp8", c, 2, 64, 3);
+    c = base; c.attn_res = 2; test_model("xnor_mode2_attnres2", c, 2, 64, 4);
+    c = base; c.attn_res = 1; c.activation = OB_ACT_SWIGLU; c.smear = 1; c.binarize_act = 1; c.num_layers = 3; test_model("xnor_mode1_swiglu_attnres1_smear", c, 2, 64, 5);
+    c = base; c.binarize_act = 0; c.tie_embeddings = 0; c.softcap_type = OB_SOFTCAP_TANH; c.logit_softcap = 30.0f; c.rope_type = OB_ROPE_PLAIN;
+    c.rope_base = 10000.0f; c.embed_dim = 0; c.fp8_qat = 0; test_model("bwn_mode0_untied_tanh", c, 2, 64, 6);
+    c = base; c.binarize_act = 0; c.vocab_bias = 1; c.smear = 1; c.activation = OB_ACT_RELU2; c.vocab_size = 512; c.embed_dim = 48;
+    test_model("binary_smear_vocabbias", c, 2, 64, 7);
+    c = base; c.binarize_act = 0; c.weight_quant = OB_WEIGHTS_TERNARY; c.num_layers = 2; c.recurrence = 3; c.softcap_type = OB_SOFTCAP_TANH;
+    c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; test_model("ternary_recurrence", c, 2, 64, 8);
+    c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; test_model("plain_leaky", c, 2, 64, 9);
+
+    const char *dir = tu_shared_dir();
+    static const char *fixtures[] = {"xnor_mode2_signsq", "xnor_mode1_relu2_smear_scalefp8", "xnor_mode2_attnres2",
+                                     "xnor_mode1_swiglu_attnres1_smear", "bwn_mode0_untied_tanh", "binary_smear_vocabbias"};
+    if (!dir) tu_report("SKIP", "gpu/fixtures", "../shared (or $ONEBIT_SHARED) is absent");
+    else for (int i = 0; i < 6; i++) test_fixture(dir, fixtures[i]);
+
+    test_optimizer(0);
+    test_optimizer(1);
+    test_backend();
+    return tu_exit();
+}
