@@ -45,6 +45,7 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
   GPU_TESTS := $(BUILD)/test_gpu
+  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/bench_train
 endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
@@ -65,7 +66,7 @@ $(BUILD):
 $(BUILD)/test_%: tests/test_%.c $(TEST_DEPS) | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-test: check-tools $(TESTS) $(GPU_TESTS)
+test: check-tools $(TESTS) $(GPU_TESTS) $(GPU_BUILDS)
 	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(TESTS) $(GPU_TESTS)
 
 # GPU programs: one nvcc line each
