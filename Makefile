@@ -15,7 +15,7 @@ CLANG ?= clang
 NVCC ?= nvcc
 BUILD := build
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS ?= tokenizer artifact shard safetensors
+FUZZ_TARGETS ?= tokenizer artifact shard safetensors checkpoint
 
 # C99 plus POSIX (mmap, fsync, readdir); warnings are errors in every build of the project.
 CFLAGS_BASE := -std=c99 -D_DEFAULT_SOURCE -Wall -Wextra -Werror
@@ -39,7 +39,7 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS)
 
 HEADERS := onebit.h onebit_muon.h onebit_pack.h
-TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data
+TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data $(BUILD)/test_run
 TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
@@ -94,7 +94,7 @@ $(BUILD)/asan/test_%: tests/test_%.c $(TEST_DEPS)
 test-asan: $(ASAN_TESTS)
 	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh $(ASAN_TESTS)
 
-FUZZERS := $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_artifact $(BUILD)/fuzz/fuzz_shard $(BUILD)/fuzz/fuzz_safetensors
+FUZZERS := $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_artifact $(BUILD)/fuzz/fuzz_shard $(BUILD)/fuzz/fuzz_safetensors $(BUILD)/fuzz/fuzz_checkpoint
 FUZZ_SHARED ?= $(or $(ONEBIT_SHARED),../shared)
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(HEADERS)
 	@mkdir -p $(BUILD)/fuzz
@@ -104,14 +104,14 @@ $(BUILD)/fuzz/seeds_%: tests/fuzz/fuzz_%.c $(HEADERS)
 	$(CC) -std=c99 -D_DEFAULT_SOURCE -O1 -DOB_FUZZ_SEED_MAIN $< -o $@ $(LDLIBS)
 # seeds (real models, small artifacts, shards, safetensors), then each target runs FUZZ_RUNS inputs
 # under ASan + UBSan; a crash, a leak or a sanitizer report stops make with the fuzzer's log
-FUZZ_SEEDS := $(BUILD)/fuzz/seeds_tokenizer $(BUILD)/fuzz/seeds_artifact $(BUILD)/fuzz/seeds_shard $(BUILD)/fuzz/seeds_safetensors
+FUZZ_SEEDS := $(BUILD)/fuzz/seeds_tokenizer $(BUILD)/fuzz/seeds_artifact $(BUILD)/fuzz/seeds_shard $(BUILD)/fuzz/seeds_safetensors $(BUILD)/fuzz/seeds_checkpoint
 fuzz: $(FUZZERS) $(FUZZ_SEEDS)
-	@for t in tokenizer artifact shard safetensors; do mkdir -p $(BUILD)/fuzz/corpus_$$t; done
+	@for t in tokenizer artifact shard safetensors checkpoint; do mkdir -p $(BUILD)/fuzz/corpus_$$t; done
 	@if [ -d $(FUZZ_SHARED)/data ]; then $(BUILD)/fuzz/seeds_tokenizer $(FUZZ_SHARED)/data $(BUILD)/fuzz/corpus_tokenizer; fi
-	@for t in artifact shard safetensors; do $(BUILD)/fuzz/seeds_$$t $(BUILD)/fuzz/corpus_$$t; done
+	@for t in artifact shard safetensors checkpoint; do $(BUILD)/fuzz/seeds_$$t $(BUILD)/fuzz/corpus_$$t > /dev/null; done
 	@for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t: $(FUZZ_RUNS) inputs"; \
 	  OB_FUZZ_DATA=$(FUZZ_SHARED)/data ASAN_OPTIONS=allocator_may_return_null=1 $(BUILD)/fuzz/fuzz_$$t -runs=$(FUZZ_RUNS) \
-	    -max_len=8192 -rss_limit_mb=4096 -artifact_prefix=$(BUILD)/fuzz/crash_$$t- $(BUILD)/fuzz/corpus_$$t > $(BUILD)/fuzz/log_$$t 2>&1 || { tail -40 $(BUILD)/fuzz/log_$$t; exit 1; }; \
+	    -max_len=$$([ $$t = checkpoint ] && echo 65536 || echo 8192) -rss_limit_mb=4096 -artifact_prefix=$(BUILD)/fuzz/crash_$$t- $(BUILD)/fuzz/corpus_$$t > $(BUILD)/fuzz/log_$$t 2>&1 || { tail -40 $(BUILD)/fuzz/log_$$t; exit 1; }; \
 	  grep -E "^Done" $(BUILD)/fuzz/log_$$t; done
 
 clean:

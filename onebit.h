@@ -39,7 +39,8 @@ typedef enum ob_status {
     OB_ERR_NOMEM = -4,       /* an allocation failed */
     OB_ERR_NUMERIC = -5,     /* a non-finite loss or gradient */
     OB_ERR_UNSUPPORTED = -6, /* valid, but not implemented by this build */
-    OB_ERR_CUDA = -7         /* a CUDA, cuBLAS or NCCL call failed */
+    OB_ERR_CUDA = -7,        /* a CUDA, cuBLAS or NCCL call failed */
+    OB_ERR_INTERRUPTED = -8  /* SIGINT / SIGTERM: stopped cleanly (a checkpoint was written) */
 } ob_status;
 
 OB_DEF const char *ob_status_string(int status);
@@ -666,6 +667,7 @@ OB_DEF const char *ob_status_string(int status) {
     case OB_ERR_ARG: return "bad argument";
     case OB_ERR_NOMEM: return "out of memory";
     case OB_ERR_NUMERIC: return "non-finite value";
+    case OB_ERR_INTERRUPTED: return "interrupted";
     case OB_ERR_UNSUPPORTED: return "unsupported";
     case OB_ERR_CUDA: return "CUDA error";
     default: return "unknown status";

@@ -227,7 +227,8 @@ typedef struct ob_run {
  * trainer's) before ob_run_train. */
 OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o);
 /* Trains until ITERATIONS or the wall-clock cap: schedules, logs, periodic validation,
- * checkpoints, SIGINT / SIGTERM (checkpoint, then stop with OB_ERR_ARG "interrupted"). */
+ * checkpoints, SIGINT / SIGTERM (checkpoint, then stop with OB_ERR_INTERRUPTED), a non-finite
+ * loss or gradient (OB_ERR_NUMERIC naming the tensor and the last good checkpoint, or skipped). */
 OB_DEF int ob_run_train(ob_run *r);
 /* Validation of the backend's current weights (the seeds' val_bpb: z-loss included). */
 OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out);
@@ -241,12 +242,21 @@ OB_DEF int ob_run_plot(ob_run *r);
 OB_DEF void ob_run_free(ob_run *r);
 OB_DEF double ob_now_ms(void);
 
-/* Checkpoints: configuration, weights, optimizer state, data position, step, time, RNG -- written
- * to dir/ckpt_<step>.ob1c through a temporary file, fsync and rename; the previous one is removed only
- * after the new one is complete. Loading checks every field and the checksum. */
+/* Checkpoints: the configuration's hash, weights, optimizer state (moments, momentum, EMA, step),
+ * data-stream position, step and training time -- everything the next step reads; no random number
+ * is drawn while training, so nothing else is needed for an identical continuation. Written to
+ * dir/ckpt_<step>.ob1c through a temporary file, fsync and rename; the newest two are kept, older
+ * ones removed only after the new one is complete. Loading checks every field and the checksum. */
 OB_DEF int ob_checkpoint_save(ob_run *r);
 OB_DEF int ob_checkpoint_load(ob_run *r, const char *path);
+/* The same from bytes in memory (name for messages); the run changes only when every check passed. */
+OB_DEF int ob_checkpoint_load_bytes(ob_run *r, const uint8_t *bytes, size_t n, const char *name);
+/* --resume: the newest checkpoint that loads; a damaged newest one is reported and the one before
+ * it is tried. No checkpoint: a fresh start (logged). None usable: OB_ERR_FORMAT. */
+OB_DEF int ob_checkpoint_resume(ob_run *r);
 OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap); /* 0 and path, or OB_ERR_IO if none */
+/* Paths of the checkpoints in dir, newest first (at most cap); 0 when none or no folder. */
+OB_DEF int ob_checkpoint_list(const char *dir, char (*paths)[1200], int cap);
 
 #ifdef __cplusplus
 }
@@ -823,6 +833,12 @@ OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *v,
     if (!strcmp(key, "TEMP_SCALING")) return ob__opt_intv(key, v, &o->temp_scaling);
     if (!strcmp(key, "CHECKPOINT_EVERY")) return ob__opt_intv(key, v, &o->checkpoint_every);
     if (!strcmp(key, "GENERATE_TOKENS")) return ob__opt_intv(key, v, &o->generate_tokens);
+    if (!strcmp(key, "ON_NONFINITE")) {
+        if (!strcmp(v, "stop")) o->on_nonfinite = 0;
+        else if (!strcmp(v, "skip")) o->on_nonfinite = 1;
+        else return ob_set_error(OB_ERR_ARG, "%s: '%s' is not stop or skip", key, v);
+        return OB_OK;
+    }
     const char *note = NULL;
     r = ob_optim_config_set(&o->optim, key, v, &note);
     if (r == OB_OK) { if (note && notices) fprintf(notices, "notice: %s=%s: %s\n", key, v, note); return OB_OK; }
@@ -849,7 +865,7 @@ OB_DEF int ob_run_options_from_env(ob_run_options *o, FILE *notices) {
         "CHURN_LOG_EVERY", "BATCH_TOKENS_START", "BATCH_SCHEDULE_FRACTION", "SEQ_LEN_START", "SEQ_SCHEDULE_FRACTION",
         "VAL_MAX_TOKENS", "WARMUP_STEPS", "BIGRAM_HASH", "MTP_HEADS", "TRAINING_DEPTH_RECURRENCE", "EVAL_DEPTH_RECURRENCE",
         "DIFF_ATTN", "REFINER", "REFINER_KERNEL", "MLP_GROUPS", "UNTIE_AT_FRACTION", "ATTN_PROJ_TYPE", "LOGIT_HEAD_TYPE",
-        "TVERSKY_MEMBERSHIP", "TVERSKY_NUM_FEATURES", "TVERSKY_FEATURE_POOLS", "CORR_WEIGHT_LR", "NORMUON"};
+        "TVERSKY_MEMBERSHIP", "TVERSKY_NUM_FEATURES", "TVERSKY_FEATURE_POOLS", "CORR_WEIGHT_LR", "NORMUON", "ON_NONFINITE"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         const char *v = getenv(names[i]);
         if (!v) continue;
@@ -872,6 +888,8 @@ OB_DEF void ob_run_options_usage(FILE *f, const char *program) {
             "  --checkpoint-every N checkpoints every N steps into --checkpoint-dir (default checkpoints)\n"
             "  --resume             continue from the newest valid checkpoint\n"
             "  --grad-clip X        clip the global gradient norm (onebit's option; the seeds never clip)\n"
+            "  --on-nonfinite stop|skip  a non-finite loss or gradient: stop (default; the weights are the\n"
+            "                       last good step's, resume from the last checkpoint) or skip the batch\n"
             "  --cpu | --gpu        choose the device (default: the GPU when there is one)\n"
             "  --set KEY=VALUE      any seed environment variable (NUM_LAYERS, MATRIX_LR, BINARIZE_ACTIVATIONS, ...)\n"
             "Every seed environment variable is read first; flags override it.\n", program);
@@ -903,6 +921,7 @@ OB_DEF int ob_run_options_from_args(ob_run_options *o, int argc, char **argv, FI
         else if (!strcmp(f, "--checkpoint-every")) r = ob_run_options_set(o, "CHECKPOINT_EVERY", v, notices);
         else if (!strcmp(f, "--checkpoint-dir")) r = ob_run_options_set(o, "CHECKPOINT_DIR", v, notices);
         else if (!strcmp(f, "--grad-clip")) r = ob_run_options_set(o, "grad_clip_norm", v, notices);
+        else if (!strcmp(f, "--on-nonfinite")) r = ob_run_options_set(o, "ON_NONFINITE", v, notices);
         else if (!strcmp(f, "--set")) {
             const char *eq = strchr(v, '=');
             if (!eq) return ob_set_error(OB_ERR_ARG, "--set %s: expected KEY=VALUE", v);
@@ -1041,13 +1060,7 @@ OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o) {
     snprintf(path, sizeof path, "%s/%s.jsonl", o->out_dir, o->run_id);
     r->jsonl = fopen(path, "a");
     if (!r->log || !r->jsonl) return ob_set_error(OB_ERR_IO, "%s: cannot open the run's logs: %s", path, strerror(errno));
-    if (o->resume) {
-        char ck[1200];
-        if (ob_checkpoint_latest(o->checkpoint_dir, ck, sizeof ck) == OB_OK) {
-            if ((e = ob_checkpoint_load(r, ck))) return e;
-            ob_run_log(r, "resumed from %s at step %lld (%.0f ms of training)", ck, (long long)r->step, r->elapsed_ms);
-        } else ob_run_log(r, "no checkpoint in %s: starting fresh", o->checkpoint_dir);
-    }
+    if (o->resume && (e = ob_checkpoint_resume(r))) return e;
     return OB_OK;
 }
 
@@ -1117,10 +1130,19 @@ OB_DEF int ob_run_train(ob_run *r) {
         float loss = 0.0f;
         e = r->be.train_step(&r->be, &r->train, bt, seq, o->accum, lr, mom, &loss);
         if (e == OB_ERR_NUMERIC && o->on_nonfinite == 1) {
-            ob_run_log(r, "step:%lld skipped: %s", (long long)r->step, ob_last_error());
+            ob_run_log(r, "step:%lld skipped: %s", (long long)r->step + 1, ob_last_error());
             e = OB_OK;
             r->step++;
             continue;
+        }
+        if (e == OB_ERR_NUMERIC) { /* stop: the weights are those of the step before; say where to resume */
+            char ck[1200];
+            char why[512];
+            snprintf(why, sizeof why, "%s", ob_last_error());
+            if (ob_checkpoint_latest(o->checkpoint_dir, ck, sizeof ck) == OB_OK)
+                e = ob_set_error(OB_ERR_NUMERIC, "step %lld stopped: %s; the last good checkpoint is %s (--resume; ON_NONFINITE=skip skips such batches)", (long long)r->step + 1, why, ck);
+            else e = ob_set_error(OB_ERR_NUMERIC, "step %lld stopped: %s; no checkpoint was written (CHECKPOINT_EVERY; ON_NONFINITE=skip skips such batches)", (long long)r->step + 1, why);
+            break;
         }
         if (e) break;
         r->step++;
@@ -1149,7 +1171,7 @@ OB_DEF int ob_run_train(ob_run *r) {
             if ((e = ob_checkpoint_save(r))) break;
             t_start += ob_now_ms() - t;
         }
-        if (r->stop_signal) { e = ob_set_error(OB_ERR_ARG, "interrupted at step %lld: checkpoint written to %s", (long long)r->step, o->checkpoint_dir); break; }
+        if (r->stop_signal) { e = ob_set_error(OB_ERR_INTERRUPTED, "interrupted at step %lld: checkpoint written to %s (continue with --resume)", (long long)r->step, o->checkpoint_dir); break; }
     }
     ob__signal_run = NULL;
     return e;
@@ -1211,25 +1233,41 @@ OB_DEF void ob_run_free(ob_run *r) {
 #define OB__CKPT_MAGIC "OB1C"
 #define OB__CKPT_VERSION 1
 
-OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap) {
+OB_DEF int ob_checkpoint_list(const char *dir, char (*paths)[1200], int cap) {
 #if defined(__unix__) || defined(__APPLE__)
     DIR *d = opendir(dir);
-    if (!d) return ob_set_error(OB_ERR_IO, "%s: no checkpoint folder", dir);
+    if (!d) return 0;
+    long long steps[64];
+    int n = 0;
     struct dirent *e;
-    long long best = -1;
     while ((e = readdir(d))) {
         long long st;
         char tail[16];
-        if (sscanf(e->d_name, "ckpt_%lld.%15s", &st, tail) == 2 && !strcmp(tail, "ob1c") && st > best) best = st;
+        if (sscanf(e->d_name, "ckpt_%lld.%15s", &st, tail) != 2 || strcmp(tail, "ob1c") || st < 0) continue;
+        if (n < 64) steps[n++] = st;
+        else { /* keep the 64 newest */
+            int lo = 0;
+            for (int i = 1; i < n; i++) if (steps[i] < steps[lo]) lo = i;
+            if (st > steps[lo]) steps[lo] = st;
+        }
     }
     closedir(d);
-    if (best < 0) return ob_set_error(OB_ERR_IO, "%s: no checkpoint", dir);
-    snprintf(path, cap, "%s/ckpt_%010lld.ob1c", dir, best);
-    return OB_OK;
+    for (int i = 1; i < n; i++) /* newest first */
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) { long long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+    if (n > cap) n = cap;
+    for (int i = 0; i < n; i++) snprintf(paths[i], sizeof paths[i], "%s/ckpt_%010lld.ob1c", dir, steps[i]);
+    return n;
 #else
-    (void)dir; (void)path; (void)cap;
-    return ob_set_error(OB_ERR_UNSUPPORTED, "checkpoints need POSIX directories");
+    (void)dir; (void)paths; (void)cap;
+    return 0;
 #endif
+}
+
+OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap) {
+    char paths[1][1200];
+    if (ob_checkpoint_list(dir, paths, 1) < 1) return ob_set_error(OB_ERR_IO, "%s: no checkpoint", dir);
+    snprintf(path, cap, "%s", paths[0]);
+    return OB_OK;
 }
 
 OB_DEF int ob_checkpoint_save(ob_run *r) {
@@ -1239,7 +1277,7 @@ OB_DEF int ob_checkpoint_save(ob_run *r) {
     const ob_optimizer *o = &r->optim;
     char hdr[1024];
     int hl = snprintf(hdr, sizeof hdr,
-                      "preset=%s\nstep=%lld\nelapsed_ms=%.3f\nstream_file=%d\nstream_pos=%zu\nn_params=%zu\nopt_step=%lld\nema=%d\nema_started=%d\n"
+                      "preset=%s\nstep=%lld\nelapsed_ms=%.17g\nstream_file=%d\nstream_pos=%zu\nn_params=%zu\nopt_step=%lld\nema=%d\nema_started=%d\n"
                       "ema_steps=%d\nseed=%llu\nmodel_hash=%016llx\n",
                       r->opt.preset, (long long)r->step, r->elapsed_ms, r->train.file_idx, r->train.pos, m->n_params, (long long)o->step,
                       o->ema != NULL, o->ema_started, o->ema_steps, (unsigned long long)r->opt.seed,
@@ -1265,74 +1303,112 @@ OB_DEF int ob_checkpoint_save(ob_run *r) {
 #if defined(__unix__) || defined(__APPLE__)
     mkdir(r->opt.checkpoint_dir, 0755);
 #endif
-    char prev[1200], path[1200];
-    int had_prev = ob_checkpoint_latest(r->opt.checkpoint_dir, prev, sizeof prev) == OB_OK;
+    char path[1200];
     snprintf(path, sizeof path, "%s/ckpt_%010lld.ob1c", r->opt.checkpoint_dir, (long long)r->step);
     if ((e = ob__write_file_atomic(path, parts, sizes, np))) return e;
-    if (had_prev && strcmp(prev, path)) remove(prev); /* only once the new one is whole */
+    /* Only once the new one is whole: keep it and the one before it (a fallback should the newest
+     * be damaged on disk later), remove the older ones. */
+    char old[8][1200];
+    int n_old = ob_checkpoint_list(r->opt.checkpoint_dir, old, 8);
+    for (int i = 2; i < n_old; i++) remove(old[i]);
     ob_run_log(r, "step:%lld checkpoint %s", (long long)r->step, path);
     return OB_OK;
+}
+
+/* The header's "key=value" lines: the value of key, or NULL. Keys match whole lines only. */
+static const char *ob__ckpt_field(const char *hdr, const char *key) {
+    size_t kl = strlen(key);
+    for (const char *p = hdr; *p;) {
+        if (!strncmp(p, key, kl) && p[kl] == '=') return p + kl + 1;
+        const char *nl = strchr(p, '\n');
+        if (!nl) break;
+        p = nl + 1;
+    }
+    return NULL;
+}
+static int ob__ckpt_int(const char *hdr, const char *key, long long lo, long long hi, long long *out) {
+    const char *v = ob__ckpt_field(hdr, key);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || (*end != '\n' && *end) || errno || x < lo || x > hi) return 0;
+    *out = x;
+    return 1;
+}
+
+OB_DEF int ob_checkpoint_load_bytes(ob_run *r, const uint8_t *b, size_t n, const char *path) {
+    ob_model *m = &r->model;
+    ob_optimizer *o = &r->optim;
+    uint32_t ver = 0, hlen = 0;
+    uint64_t h = 0;
+    if (n < 24 || memcmp(b, OB__CKPT_MAGIC, 4)) return ob_set_error(OB_ERR_FORMAT, "%s: not a onebit checkpoint", path);
+    memcpy(&ver, b + 4, 4);
+    memcpy(&hlen, b + 8, 4);
+    memcpy(&h, b + 12, 8);
+    if (ver != OB__CKPT_VERSION) return ob_set_error(OB_ERR_FORMAT, "%s: checkpoint version %u, this build reads %d", path, ver, OB__CKPT_VERSION);
+    if (hlen > n - 24 || hlen > 4096) return ob_set_error(OB_ERR_FORMAT, "%s: truncated checkpoint header", path);
+    char hdr[4100];
+    memcpy(hdr, b + 24, hlen);
+    hdr[hlen] = 0;
+    if (strlen(hdr) != hlen) return ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint header holds a NUL byte", path);
+    long long step, opt_step, sf, sp, np, ema, ema_started, ema_steps;
+    const char *ev = ob__ckpt_field(hdr, "elapsed_ms"), *mv = ob__ckpt_field(hdr, "model_hash");
+    char *end = NULL;
+    double elapsed = ev ? strtod(ev, &end) : -1.0;
+    if (!ob__ckpt_int(hdr, "step", 0, INT64_MAX, &step) || !ob__ckpt_int(hdr, "opt_step", 0, INT64_MAX, &opt_step) ||
+        !ob__ckpt_int(hdr, "stream_file", 0, INT32_MAX, &sf) || !ob__ckpt_int(hdr, "stream_pos", 0, INT64_MAX, &sp) ||
+        !ob__ckpt_int(hdr, "n_params", 0, INT64_MAX, &np) || !ob__ckpt_int(hdr, "ema", 0, 1, &ema) ||
+        !ob__ckpt_int(hdr, "ema_started", 0, 1, &ema_started) || !ob__ckpt_int(hdr, "ema_steps", 0, INT32_MAX, &ema_steps) ||
+        !ev || end == ev || !isfinite(elapsed) || elapsed < 0.0 || !mv)
+        return ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint header is incomplete or malformed", path);
+    unsigned long long mh = strtoull(mv, NULL, 16);
+    if ((size_t)np != m->n_params || mh != ob_fnv1a64_ckpt(&m->cfg, sizeof m->cfg))
+        return ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint's model (%lld parameters) is not this run's (%zu): different settings", path, np, m->n_params);
+    if ((ema != 0) != (o->ema != NULL))
+        return ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint %s an EMA, this run %s", path, ema ? "has" : "has no", o->ema ? "keeps one" : "keeps none");
+    int n_arrays = ema ? 5 : 4;
+    size_t bytes = m->n_params * sizeof(float);
+    if (n != 24 + hlen + (size_t)n_arrays * bytes)
+        return ob_set_error(OB_ERR_FORMAT, "%s: %zu bytes, expected %zu (truncated?)", path, n, 24 + hlen + (size_t)n_arrays * bytes);
+    uint64_t hh = ob_fnv1a64_ckpt(b + 24, hlen);
+    for (int i = 0; i < n_arrays; i++) hh = ob_fnv1a64_ckpt_continue(hh, b + 24 + hlen + (size_t)i * bytes, bytes);
+    if (hh != h) return ob_set_error(OB_ERR_FORMAT, "%s: checksum mismatch (corrupted)", path);
+    /* every check passed: only now does anything of the run change */
+    int e = ob_token_stream_seek(&r->train, (int)sf, (size_t)sp);
+    if (e) return ob_set_error(e, "%s: %s", path, ob_last_error());
+    float *dst[5] = {m->params, o->m1, o->m2, o->momentum, o->ema};
+    for (int i = 0; i < n_arrays; i++) memcpy(dst[i], b + 24 + hlen + (size_t)i * bytes, bytes);
+    r->step = step;
+    r->elapsed_ms = elapsed;
+    o->step = opt_step;
+    o->ema_started = (int)ema_started;
+    o->ema_steps = (int)ema_steps;
+    m->quantized = 0;
+    return r->be.push ? r->be.push(&r->be, 1) : OB_OK;
 }
 
 OB_DEF int ob_checkpoint_load(ob_run *r, const char *path) {
     size_t n;
     uint8_t *b = ob__read_file(path, &n);
     if (!b) return OB_ERR_IO;
-    ob_model *m = &r->model;
-    ob_optimizer *o = &r->optim;
-    int e = OB_OK;
-    uint32_t ver = 0, hlen = 0;
-    uint64_t h = 0;
-    if (n < 24 || memcmp(b, OB__CKPT_MAGIC, 4)) { e = ob_set_error(OB_ERR_FORMAT, "%s: not a onebit checkpoint", path); goto done; }
-    memcpy(&ver, b + 4, 4);
-    memcpy(&hlen, b + 8, 4);
-    memcpy(&h, b + 12, 8);
-    if (ver != OB__CKPT_VERSION) { e = ob_set_error(OB_ERR_FORMAT, "%s: checkpoint version %u, this build reads %d", path, ver, OB__CKPT_VERSION); goto done; }
-    if (hlen > n - 24 || hlen > 4096) { e = ob_set_error(OB_ERR_FORMAT, "%s: truncated checkpoint header", path); goto done; }
-    {
-        char hdr[4100];
-        memcpy(hdr, b + 24, hlen);
-        hdr[hlen] = 0;
-        long long step = -1, opt_step = -1;
-        double elapsed = -1;
-        int sf = -1, ema = -1, ema_started = 0, ema_steps = 0;
-        size_t sp = 0, np = 0;
-        unsigned long long mh = 0;
-        const char *p;
-        if ((p = strstr(hdr, "step="))) step = atoll(p + 5);
-        if ((p = strstr(hdr, "elapsed_ms="))) elapsed = atof(p + 11);
-        if ((p = strstr(hdr, "stream_file="))) sf = atoi(p + 12);
-        if ((p = strstr(hdr, "stream_pos="))) sp = (size_t)strtoull(p + 11, NULL, 10);
-        if ((p = strstr(hdr, "n_params="))) np = (size_t)strtoull(p + 9, NULL, 10);
-        if ((p = strstr(hdr, "opt_step="))) opt_step = atoll(p + 9);
-        if ((p = strstr(hdr, "\nema="))) ema = atoi(p + 5);
-        if ((p = strstr(hdr, "ema_started="))) ema_started = atoi(p + 12);
-        if ((p = strstr(hdr, "ema_steps="))) ema_steps = atoi(p + 10);
-        if ((p = strstr(hdr, "model_hash="))) mh = strtoull(p + 11, NULL, 16);
-        if (step < 0 || elapsed < 0 || sf < 0 || opt_step < 0 || ema < 0) { e = ob_set_error(OB_ERR_FORMAT, "%s: checkpoint header is incomplete", path); goto done; }
-        if (np != m->n_params || mh != ob_fnv1a64_ckpt(&m->cfg, sizeof m->cfg))
-            { e = ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint's model (%zu parameters) is not this run's (%zu): different settings", path, np, m->n_params); goto done; }
-        if ((ema != 0) != (o->ema != NULL)) { e = ob_set_error(OB_ERR_FORMAT, "%s: the checkpoint %s an EMA, this run %s", path, ema ? "has" : "has no", o->ema ? "keeps one" : "keeps none"); goto done; }
-        int n_arrays = ema ? 5 : 4;
-        size_t bytes = m->n_params * sizeof(float);
-        if (n != 24 + hlen + (size_t)n_arrays * bytes) { e = ob_set_error(OB_ERR_FORMAT, "%s: %zu bytes, expected %zu (truncated?)", path, n, 24 + hlen + (size_t)n_arrays * bytes); goto done; }
-        uint64_t hh = ob_fnv1a64_ckpt(b + 24, hlen);
-        for (int i = 0; i < n_arrays; i++) hh = ob_fnv1a64_ckpt_continue(hh, b + 24 + hlen + (size_t)i * bytes, bytes);
-        if (hh != h) { e = ob_set_error(OB_ERR_FORMAT, "%s: checksum mismatch (corrupted)", path); goto done; }
-        if ((e = ob_token_stream_seek(&r->train, sf, sp))) { e = ob_set_error(e, "%s: %s", path, ob_last_error()); goto done; }
-        float *dst[5] = {m->params, o->m1, o->m2, o->momentum, o->ema};
-        for (int i = 0; i < n_arrays; i++) memcpy(dst[i], b + 24 + hlen + (size_t)i * bytes, bytes);
-        r->step = step;
-        r->elapsed_ms = elapsed;
-        o->step = opt_step;
-        o->ema_started = ema_started;
-        o->ema_steps = ema_steps;
-        m->quantized = 0;
-        if (r->be.push) e = r->be.push(&r->be, 1);
-    }
-done:
+    int e = ob_checkpoint_load_bytes(r, b, n, path);
     free(b);
     return e;
+}
+
+OB_DEF int ob_checkpoint_resume(ob_run *r) {
+    char paths[8][1200];
+    int n = ob_checkpoint_list(r->opt.checkpoint_dir, paths, 8);
+    if (n == 0) { ob_run_log(r, "no checkpoint in %s: starting fresh", r->opt.checkpoint_dir); return OB_OK; }
+    for (int i = 0; i < n; i++) {
+        int e = ob_checkpoint_load(r, paths[i]);
+        if (!e) { ob_run_log(r, "resumed from %s at step %lld (%.0f ms of training)", paths[i], (long long)r->step, r->elapsed_ms); return OB_OK; }
+        if (e != OB_ERR_FORMAT && e != OB_ERR_IO) return e;
+        ob_run_log(r, "warning: %s", ob_last_error()); /* damaged: try the one before */
+    }
+    return ob_set_error(OB_ERR_FORMAT, "%s: no usable checkpoint (the newest: %s); remove the folder or drop --resume to start fresh",
+                        r->opt.checkpoint_dir, paths[0]);
 }
 
 #endif /* ONEBIT_MUON_IMPLEMENTATION */

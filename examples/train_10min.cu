@@ -46,5 +46,5 @@ int main(int argc, char **argv) {
     if (!r) r = ob_run_finish(&run, code, n_code);
     if (r) fprintf(stderr, "train_10min: %s\n", ob_last_error());
     ob_run_free(&run);
-    return r ? 1 : 0;
+    return r == OB_ERR_INTERRUPTED ? 130 : r ? 1 : 0; /* 130: stopped by a signal, checkpoint written */
 }
