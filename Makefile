@@ -4,7 +4,7 @@
 #   make run         the main job: trains on the embedded default (this repository's own text)
 #   make test-gpu    the GPU path against the CPU reference (needs a GPU)
 #   make bench       the GPU training step of the seed presets, timed (needs a GPU)
-#   make gpu         the GPU builds: build/train_10min_gpu, build/test_gpu, build/bench_train
+#   make gpu         the GPU builds: build/{train_10min,train_unconstrained,eval}_gpu, build/test_gpu, build/bench_train
 #   make test-asan   the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz        libFuzzer targets (clang), each run for FUZZ_RUNS inputs
 #   make clean
@@ -45,7 +45,7 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
   GPU_TESTS := $(BUILD)/test_gpu
-  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/bench_train
+  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/bench_train
 endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
@@ -54,10 +54,13 @@ $(BUILD)/train_10min: examples/train_10min.cu $(HEADERS) | $(BUILD)
 	$(CC) $(CFLAGS) -x c $< -o $@ $(LDLIBS)
 $(BUILD)/prepare_data: examples/prepare_data.c onebit.h | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+$(BUILD)/train_unconstrained $(BUILD)/eval $(BUILD)/generate: $(BUILD)/%: examples/%.cu $(HEADERS) | $(BUILD)
+	$(CC) $(CFLAGS) -x c $< -o $@ $(LDLIBS)
+EXAMPLES := $(BUILD)/train_10min $(BUILD)/train_unconstrained $(BUILD)/eval $(BUILD)/generate $(BUILD)/prepare_data
 run: $(BUILD)/train_10min
 	./$(BUILD)/train_10min
 
-all: $(TESTS) $(BUILD)/train_10min $(BUILD)/prepare_data
+all: $(TESTS) $(EXAMPLES)
 
 $(BUILD):
 	@mkdir -p $(BUILD)
@@ -66,17 +69,17 @@ $(BUILD):
 $(BUILD)/test_%: tests/test_%.c $(TEST_DEPS) | $(BUILD)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-test: check-tools $(TESTS) $(GPU_TESTS) $(GPU_BUILDS)
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(TESTS) $(GPU_TESTS)
+test: check-tools $(TESTS) $(EXAMPLES) $(GPU_TESTS) $(GPU_BUILDS)
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(TESTS) tests/test_examples.sh $(GPU_TESTS)
 
 # GPU programs: one nvcc line each
 $(BUILD)/test_gpu: tests/test_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/bench_train: bench/bench_train.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-$(BUILD)/train_10min_gpu: examples/train_10min.cu $(CUDA_HEADERS) | $(BUILD)
+$(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-gpu: $(BUILD)/test_gpu $(BUILD)/bench_train $(BUILD)/train_10min_gpu
+gpu: $(BUILD)/test_gpu $(BUILD)/bench_train $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
 test-gpu: $(BUILD)/test_gpu
 	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu
 bench: $(BUILD)/bench_train

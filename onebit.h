@@ -596,6 +596,21 @@ OB_DEF int ob_eval_sliding(ob_score_fn score, void *ctx, const ob_val_set *v, co
 OB_DEF int ob_find_temperature(ob_score_fn score, void *ctx, const int32_t *calib, size_t n, const ob_bpb_tables *t, int seq_len,
                                int batch_seqs, float z_loss, float *best_t);
 
+/* What a program trains or evaluates on: the tokenizer, its byte tables for bits per byte, the
+ * training stream and the validation set. data_path NULL or empty: the embedded default -- this
+ * repository's own sources and docs (read from the working directory), bytes as tokens, vocabulary
+ * 256, the last tenth held out for validation -- so a fresh checkout trains with no download. */
+typedef struct ob_data {
+    ob_tokenizer tok;
+    ob_bpb_tables bpb;
+    ob_token_stream train;
+    ob_val_set val;
+    int32_t *embedded;         /* the embedded default's tokens (owned) */
+    size_t embedded_n, embedded_split;
+} ob_data;
+OB_DEF int ob_data_open(ob_data *d, const char *data_path, const char *tokenizer_path, int vocab_size, int seq_len, int64_t val_max_tokens);
+OB_DEF void ob_data_close(ob_data *d);
+
 /* ------------------------------------------------------------------------------------------------
  * Data preparation: UTF-8 text files -> shards in the parameter-golf format, so users can train on
  * their own text. Each document is BOS (when the tokenizer has one) followed by its ids, no EOS, as
@@ -677,10 +692,13 @@ OB_DEF const char *ob_status_string(int status) {
 OB_DEF const char *ob_last_error(void) { return ob__error_text[0] ? ob__error_text : "no error recorded"; }
 
 OB_DEF int ob_set_error(int status, const char *fmt, ...) {
+    /* formatted aside first: callers prefix context to the previous reason, ob_last_error() */
+    char text[sizeof ob__error_text];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(ob__error_text, sizeof ob__error_text, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    memcpy(ob__error_text, text, sizeof text);
     return status;
 }
 
@@ -4674,6 +4692,94 @@ OB_DEF int ob_find_temperature(ob_score_fn score, void *ctx, const int32_t *cali
     }
     return OB_OK;
 }
+
+/* ---- the embedded default: this repository's own text, bytes as tokens ---- */
+static int ob__embedded_tokens(ob_data *r) {
+#if defined(__unix__) || defined(__APPLE__)
+    static const char *dirs[] = {".", "examples", "tests"};
+    char **names = NULL;
+    int n = 0, cap = 0;
+    for (int d = 0; d < 3; d++) {
+        DIR *dp = opendir(dirs[d]);
+        struct dirent *e;
+        while (dp && (e = readdir(dp))) {
+            const char *nm = e->d_name;
+            size_t l = strlen(nm);
+            int ok = (l > 2 && (!strcmp(nm + l - 2, ".h") || !strcmp(nm + l - 2, ".c"))) || (l > 3 && (!strcmp(nm + l - 3, ".cu") || !strcmp(nm + l - 3, ".md"))) ||
+                     (l > 4 && !strcmp(nm + l - 4, ".cuh")) || !strcmp(nm, "Makefile");
+            if (!ok || nm[0] == '.') continue;
+            if (n == cap) { cap = cap ? 2 * cap : 64; names = (char **)realloc(names, (size_t)cap * sizeof *names); }
+            names[n] = (char *)malloc(strlen(dirs[d]) + l + 2);
+            sprintf(names[n], "%s/%s", dirs[d], nm);
+            n++;
+        }
+        if (dp) closedir(dp);
+    }
+    qsort(names, (size_t)n, sizeof *names, ob__str_cmp);
+    size_t total = 0, capb = 1 << 20;
+    int32_t *tok = (int32_t *)malloc(capb * sizeof(int32_t));
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        uint8_t *txt = ob__read_file(names[i], &len);
+        if (txt) {
+            if (total + len + 1 > capb) { while (total + len + 1 > capb) capb *= 2; tok = (int32_t *)realloc(tok, capb * sizeof(int32_t)); }
+            for (size_t k = 0; k < len; k++) tok[total++] = txt[k];
+            tok[total++] = '\n';
+            free(txt);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (total < 20000) { free(tok); return ob_set_error(OB_ERR_IO, "embedded default: found only %zu bytes of text here (run from the repository root)", total); }
+    r->embedded = tok;
+    r->embedded_n = total;
+    r->embedded_split = total - total / 10; /* the last tenth is the validation text */
+    return OB_OK;
+#else
+    (void)r;
+    return ob_set_error(OB_ERR_UNSUPPORTED, "embedded default: needs POSIX directories");
+#endif
+}
+
+OB_DEF int ob_data_open(ob_data *d, const char *data_path, const char *tokenizer_path, int vocab_size, int seq_len, int64_t val_max_tokens) {
+    memset(d, 0, sizeof *d);
+    int e;
+    if (!data_path || !data_path[0]) {
+        if (vocab_size != 256)
+            return ob_set_error(OB_ERR_ARG, "the embedded default (no DATA_PATH) trains on bytes: VOCAB_SIZE must be 256, not %d", vocab_size);
+        if ((e = ob__embedded_tokens(d))) return e;
+        ob_tokenizer_init_bytes(&d->tok);
+        e = ob_token_stream_open_memory(&d->train, d->embedded, d->embedded_split, 256);
+        if (!e) e = ob_val_open_memory(&d->val, d->embedded + d->embedded_split, d->embedded_n - d->embedded_split, seq_len, 256);
+    } else {
+        e = OB_OK;
+        if (tokenizer_path && tokenizer_path[0]) {
+            e = ob_tokenizer_load(&d->tok, tokenizer_path);
+            if (!e && d->tok.vocab_size > vocab_size)
+                e = ob_set_error(OB_ERR_ARG, "%s has %d pieces but VOCAB_SIZE is %d", tokenizer_path, d->tok.vocab_size, vocab_size);
+        } else ob_tokenizer_init_bytes(&d->tok);
+        if (!e) e = ob_token_stream_open(&d->train, data_path, "fineweb_train_", vocab_size);
+        if (!e) e = ob_val_open(&d->val, data_path, "fineweb_val_", seq_len, val_max_tokens, vocab_size);
+    }
+    if (!e) e = ob_bpb_tables_init(&d->bpb, &d->tok, vocab_size);
+    if (e) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ob_last_error());
+        ob_data_close(d);
+        return ob_set_error(e, "%s", msg);
+    }
+    return OB_OK;
+}
+
+OB_DEF void ob_data_close(ob_data *d) {
+    ob_val_close(&d->val);
+    ob_token_stream_close(&d->train);
+    ob_bpb_tables_free(&d->bpb);
+    ob_tokenizer_free(&d->tok);
+    free(d->embedded);
+    memset(d, 0, sizeof *d);
+}
+
 
 /* ================================================================================================
  * Data preparation

@@ -82,7 +82,7 @@ typedef struct ob_cuda_model {
 } ob_cuda_model;
 
 OB_DEF int ob_cuda_available(void);                                 /* a device we can run on */
-OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host);  /* allocates; copies nothing */
+OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host);  /* allocates, uploads the weights */
 OB_DEF void ob_cuda_model_free(ob_cuda_model *g);
 OB_DEF int ob_cuda_model_upload(ob_cuda_model *g, const ob_model *host);   /* host params -> device */
 OB_DEF int ob_cuda_model_download(const ob_cuda_model *g, ob_model *host); /* device params -> host */
@@ -145,7 +145,8 @@ OB_DEF int ob_cuda_optimizer_download(const ob_cuda_optimizer *o, ob_optimizer *
 OB_DEF void ob_cuda_profile_start(cudaStream_t stream);
 OB_DEF void ob_cuda_profile_report(FILE *f, int top);
 
-/* The run-loop backend: the GPU trains, the host model mirrors it on demand. */
+/* The run-loop backend: the GPU trains, the host model mirrors it on demand; the host weights are
+ * uploaded here. o NULL: an evaluation-only backend (score, pull, push; no train_step). */
 OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o);
 
 #endif /* ONEBIT_CUDA_CUH */
@@ -2164,13 +2165,13 @@ static int ob__cb_score(void *ctx, const int32_t *x, const int32_t *y, int B, in
 static int ob__cb_pull(ob_backend *b, int with_optimizer) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
     OB_TRY(ob_cuda_model_download(&cb->g, b->host));
-    if (with_optimizer) OB_TRY(ob_cuda_optimizer_download(&cb->o, b->host_opt));
+    if (with_optimizer && b->host_opt) OB_TRY(ob_cuda_optimizer_download(&cb->o, b->host_opt));
     return OB_OK;
 }
 static int ob__cb_push(ob_backend *b, int with_optimizer) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
     OB_TRY(ob_cuda_model_upload(&cb->g, b->host));
-    if (with_optimizer) OB_TRY(ob_cuda_optimizer_upload(&cb->o, b->host_opt));
+    if (with_optimizer && b->host_opt) OB_TRY(ob_cuda_optimizer_upload(&cb->o, b->host_opt));
     return OB_OK;
 }
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
@@ -2199,21 +2200,22 @@ OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
     b->ctx = cb;
     b->host = m;
     b->host_opt = o;
-    b->train_step = ob__cb_train_step;
+    b->train_step = o ? ob__cb_train_step : NULL;
     b->score = ob__cb_score;
     b->pull = ob__cb_pull;
     b->push = ob__cb_push;
-    b->ema_update = ob__cb_ema;
+    b->ema_update = o ? ob__cb_ema : NULL;
     b->destroy = ob__cb_destroy;
-    cb->eval_tokens = 8 * m->cfg.train_seq_len;
-    int e = ob_cuda_model_init(&cb->g, m);
-    if (!e) e = ob_cuda_optimizer_init(&cb->o, &cb->g, &o->cfg);
-    if (!e) e = ob_cuda_optimizer_upload(&cb->o, o); /* a resumed run's state */
+    /* evaluation only (no optimizer): forwards of up to 64 windows; training raises it to its piece */
+    cb->eval_tokens = (o ? 8 : 64) * m->cfg.train_seq_len;
+    int e = ob_cuda_model_init(&cb->g, m); /* uploads the host weights */
+    if (!e && o) e = ob_cuda_optimizer_init(&cb->o, &cb->g, &o->cfg);
+    if (!e && o) e = ob_cuda_optimizer_upload(&cb->o, o); /* a resumed run's state */
     for (int i = 0; i < 2 && !e; i++)
         if (cudaEventCreateWithFlags(&cb->copied[i], cudaEventDisableTiming) != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "GPU backend: cannot create events");
     if (!e && cudaMallocHost((void **)&cb->h_loss, sizeof(float)) != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "GPU backend: cannot allocate pinned memory");
     if (e) {
-        char msg[512];
+        char msg[1024];
         snprintf(msg, sizeof msg, "%s", ob_last_error());
         ob__cb_destroy(b);
         return ob_set_error(e, "%s", msg);

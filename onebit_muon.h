@@ -199,15 +199,14 @@ typedef struct ob_backend {
     void (*destroy)(struct ob_backend *b);
 } ob_backend;
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
+/* The backend for a device choice (-1: the GPU when there is one, 0: the CPU, 1: the GPU or an
+ * error): the GPU trainer when this translation unit includes onebit_cuda.cuh (compiled by nvcc),
+ * else the CPU path. o NULL: evaluation only (score, pull, push; no train_step). */
+OB_DEF int ob_backend_open(ob_backend *b, ob_model *m, ob_optimizer *o, int device);
 
 typedef struct ob_run {
     ob_run_options opt;
-    ob_tokenizer tok;
-    ob_bpb_tables bpb;
-    ob_token_stream train;
-    ob_val_set val;
-    int32_t *embedded;            /* the embedded default's tokens */
-    size_t embedded_n, embedded_split;
+    ob_data data;                 /* tokenizer, byte tables, training stream, validation set */
     ob_model model;
     ob_optimizer optim;
     ob_backend be;
@@ -949,58 +948,25 @@ OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o) {
     b->ctx = m;
     b->host = m;
     b->host_opt = o;
-    b->train_step = ob__cpu_train_step;
+    b->train_step = o ? ob__cpu_train_step : NULL;
     b->score = ob_model_scorer;
     b->pull = ob__cpu_sync;
     b->push = ob__cpu_sync;
 }
 
-/* ---- the embedded default: this repository's own text, bytes as tokens ---- */
-static int ob__embedded_tokens(ob_run *r) {
-#if defined(__unix__) || defined(__APPLE__)
-    static const char *dirs[] = {".", "examples", "tests"};
-    char **names = NULL;
-    int n = 0, cap = 0;
-    for (int d = 0; d < 3; d++) {
-        DIR *dp = opendir(dirs[d]);
-        struct dirent *e;
-        while (dp && (e = readdir(dp))) {
-            const char *nm = e->d_name;
-            size_t l = strlen(nm);
-            int ok = (l > 2 && (!strcmp(nm + l - 2, ".h") || !strcmp(nm + l - 2, ".c"))) || (l > 3 && (!strcmp(nm + l - 3, ".cu") || !strcmp(nm + l - 3, ".md"))) ||
-                     (l > 4 && !strcmp(nm + l - 4, ".cuh")) || !strcmp(nm, "Makefile");
-            if (!ok || nm[0] == '.') continue;
-            if (n == cap) { cap = cap ? 2 * cap : 64; names = (char **)realloc(names, (size_t)cap * sizeof *names); }
-            names[n] = (char *)malloc(strlen(dirs[d]) + l + 2);
-            sprintf(names[n], "%s/%s", dirs[d], nm);
-            n++;
-        }
-        if (dp) closedir(dp);
-    }
-    qsort(names, (size_t)n, sizeof *names, ob__str_cmp);
-    size_t total = 0, capb = 1 << 20;
-    int32_t *tok = (int32_t *)malloc(capb * sizeof(int32_t));
-    for (int i = 0; i < n; i++) {
-        size_t len;
-        uint8_t *txt = ob__read_file(names[i], &len);
-        if (txt) {
-            if (total + len + 1 > capb) { while (total + len + 1 > capb) capb *= 2; tok = (int32_t *)realloc(tok, capb * sizeof(int32_t)); }
-            for (size_t k = 0; k < len; k++) tok[total++] = txt[k];
-            tok[total++] = '\n';
-            free(txt);
-        }
-        free(names[i]);
-    }
-    free(names);
-    if (total < 20000) { free(tok); return ob_set_error(OB_ERR_IO, "embedded default: found only %zu bytes of text here (run from the repository root)", total); }
-    r->embedded = tok;
-    r->embedded_n = total;
-    r->embedded_split = total - total / 10; /* the last tenth is the validation text */
-    return OB_OK;
-#else
-    (void)r;
-    return ob_set_error(OB_ERR_UNSUPPORTED, "embedded default: needs POSIX directories");
+#ifdef ONEBIT_CUDA_CUH /* onebit_cuda.cuh includes this header first and defines these below */
+OB_DEF int ob_cuda_available(void);
+OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o);
 #endif
+OB_DEF int ob_backend_open(ob_backend *b, ob_model *m, ob_optimizer *o, int device) {
+#ifdef ONEBIT_CUDA_CUH
+    if (device != 0 && ob_cuda_available()) return ob_backend_cuda(b, m, o);
+    if (device == 1) return ob_set_error(OB_ERR_CUDA, "--gpu: no CUDA device is available");
+#else
+    if (device == 1) return ob_set_error(OB_ERR_UNSUPPORTED, "--gpu: this program was built without CUDA (build it with nvcc)");
+#endif
+    ob_backend_cpu(b, m, o);
+    return OB_OK;
 }
 
 static ob_run *ob__signal_run;
@@ -1029,23 +995,7 @@ OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o) {
     r->opt = *o;
     int e;
     int train_seq = o->model.train_seq_len;
-    if (!o->data_path[0]) {
-        /* the embedded default: vocabulary 256, the tokenizer of bytes */
-        if (o->model.vocab_size != 256) return ob_set_error(OB_ERR_ARG, "the embedded default (no DATA_PATH) trains on bytes: VOCAB_SIZE must be 256, not %d", o->model.vocab_size);
-        if ((e = ob__embedded_tokens(r))) return e;
-        ob_tokenizer_init_bytes(&r->tok);
-        if ((e = ob_token_stream_open_memory(&r->train, r->embedded, r->embedded_split, 256))) return e;
-        if ((e = ob_val_open_memory(&r->val, r->embedded + r->embedded_split, r->embedded_n - r->embedded_split, train_seq, 256))) return e;
-    } else {
-        if (o->tokenizer_path[0]) {
-            if ((e = ob_tokenizer_load(&r->tok, o->tokenizer_path))) return e;
-            if (r->tok.vocab_size > o->model.vocab_size)
-                return ob_set_error(OB_ERR_ARG, "%s has %d pieces but VOCAB_SIZE is %d", o->tokenizer_path, r->tok.vocab_size, o->model.vocab_size);
-        } else ob_tokenizer_init_bytes(&r->tok);
-        if ((e = ob_token_stream_open(&r->train, o->data_path, "fineweb_train_", o->model.vocab_size))) return e;
-        if ((e = ob_val_open(&r->val, o->data_path, "fineweb_val_", train_seq, o->val_max_tokens, o->model.vocab_size))) return e;
-    }
-    if ((e = ob_bpb_tables_init(&r->bpb, &r->tok, o->model.vocab_size))) return e;
+    if ((e = ob_data_open(&r->data, o->data_path, o->tokenizer_path, o->model.vocab_size, train_seq, o->val_max_tokens))) return e;
     if ((e = ob_model_init(&r->model, &o->model))) return e;
     ob_model_init_weights(&r->model, o->seed);
     if ((e = ob_optimizer_init(&r->optim, &r->model, &o->optim))) return e;
@@ -1077,7 +1027,7 @@ static void ob__hist_push(ob_run *r, float **h, int *n, float step, float v) {
 }
 
 OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out) {
-    return ob_eval_val(r->be.score, r->be.ctx, &r->val, &r->bpb, r->opt.model.train_seq_len, r->opt.val_batch_seqs, temperature, 1,
+    return ob_eval_val(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, r->opt.model.train_seq_len, r->opt.val_batch_seqs, temperature, 1,
                        r->opt.model.z_loss, 0, 1, out);
 }
 
@@ -1128,7 +1078,7 @@ OB_DEF int ob_run_train(ob_run *r) {
         int seq = ob_seq_len_at(r->stages, r->n_stages, r->step, o->sched.iterations, elapsed, cap);
         int64_t bt = ob_batch_tokens_at(o->batch_tokens_start, o->batch_tokens, o->batch_schedule_fraction, r->step, o->sched.iterations, elapsed, cap);
         float loss = 0.0f;
-        e = r->be.train_step(&r->be, &r->train, bt, seq, o->accum, lr, mom, &loss);
+        e = r->be.train_step(&r->be, &r->data.train, bt, seq, o->accum, lr, mom, &loss);
         if (e == OB_ERR_NUMERIC && o->on_nonfinite == 1) {
             ob_run_log(r, "step:%lld skipped: %s", (long long)r->step + 1, ob_last_error());
             e = OB_OK;
@@ -1137,7 +1087,7 @@ OB_DEF int ob_run_train(ob_run *r) {
         }
         if (e == OB_ERR_NUMERIC) { /* stop: the weights are those of the step before; say where to resume */
             char ck[1200];
-            char why[512];
+            char why[1024];
             snprintf(why, sizeof why, "%s", ob_last_error());
             if (ob_checkpoint_latest(o->checkpoint_dir, ck, sizeof ck) == OB_OK)
                 e = ob_set_error(OB_ERR_NUMERIC, "step %lld stopped: %s; the last good checkpoint is %s (--resume; ON_NONFINITE=skip skips such batches)", (long long)r->step + 1, why, ck);
@@ -1217,13 +1167,9 @@ OB_DEF void ob_run_free(ob_run *r) {
     if (r->be.destroy) r->be.destroy(&r->be);
     if (r->log) fclose(r->log);
     if (r->jsonl) fclose(r->jsonl);
-    ob_val_close(&r->val);
-    ob_token_stream_close(&r->train);
-    ob_bpb_tables_free(&r->bpb);
-    ob_tokenizer_free(&r->tok);
+    ob_data_close(&r->data);
     ob_optimizer_free(&r->optim);
     ob_model_free(&r->model);
-    free(r->embedded);
     free(r->hist);
     free(r->val_hist);
     memset(r, 0, sizeof *r);
@@ -1279,7 +1225,7 @@ OB_DEF int ob_checkpoint_save(ob_run *r) {
     int hl = snprintf(hdr, sizeof hdr,
                       "preset=%s\nstep=%lld\nelapsed_ms=%.17g\nstream_file=%d\nstream_pos=%zu\nn_params=%zu\nopt_step=%lld\nema=%d\nema_started=%d\n"
                       "ema_steps=%d\nseed=%llu\nmodel_hash=%016llx\n",
-                      r->opt.preset, (long long)r->step, r->elapsed_ms, r->train.file_idx, r->train.pos, m->n_params, (long long)o->step,
+                      r->opt.preset, (long long)r->step, r->elapsed_ms, r->data.train.file_idx, r->data.train.pos, m->n_params, (long long)o->step,
                       o->ema != NULL, o->ema_started, o->ema_steps, (unsigned long long)r->opt.seed,
                       (unsigned long long)ob_fnv1a64_ckpt(&m->cfg, sizeof m->cfg));
     size_t n = m->n_params * sizeof(float);
@@ -1375,7 +1321,7 @@ OB_DEF int ob_checkpoint_load_bytes(ob_run *r, const uint8_t *b, size_t n, const
     for (int i = 0; i < n_arrays; i++) hh = ob_fnv1a64_ckpt_continue(hh, b + 24 + hlen + (size_t)i * bytes, bytes);
     if (hh != h) return ob_set_error(OB_ERR_FORMAT, "%s: checksum mismatch (corrupted)", path);
     /* every check passed: only now does anything of the run change */
-    int e = ob_token_stream_seek(&r->train, (int)sf, (size_t)sp);
+    int e = ob_token_stream_seek(&r->data.train, (int)sf, (size_t)sp);
     if (e) return ob_set_error(e, "%s: %s", path, ob_last_error());
     float *dst[5] = {m->params, o->m1, o->m2, o->momentum, o->ema};
     for (int i = 0; i < n_arrays; i++) memcpy(dst[i], b + 24 + hlen + (size_t)i * bytes, bytes);

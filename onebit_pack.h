@@ -604,7 +604,7 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     size_t n;
     ob_artifact_info info;
     t = ob_now_ms();
-    if ((e = ob_artifact_pack(&r->model, &r->tok, NULL, &art, &n, &info))) return e;
+    if ((e = ob_artifact_pack(&r->model, &r->data.tok, NULL, &art, &n, &info))) return e;
     char path[1200];
     snprintf(path, sizeof path, "%s/%s.ob1", o->out_dir, o->run_id);
     e = ob_artifact_write(path, art, n);
@@ -617,7 +617,7 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     ob_model loaded;
     uint64_t th;
     if ((e = ob_artifact_load(&loaded, path, &th))) return e;
-    if (th != r->tok.hash) { ob_model_free(&loaded); return ob_set_error(OB_ERR_FORMAT, "%s: written for another tokenizer", path); }
+    if (th != r->data.tok.hash) { ob_model_free(&loaded); return ob_set_error(OB_ERR_FORMAT, "%s: written for another tokenizer", path); }
     int same = loaded.n_params == r->model.n_params && !memcmp(loaded.qparams, r->model.qparams, loaded.n_params * sizeof(float));
     memcpy(r->model.params, loaded.params, loaded.n_params * sizeof(float));
     ob_model_free(&loaded);
@@ -632,8 +632,8 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
         size_t nc = o->data_path[0] ? 65536 : 8192;
         int32_t *calib = (int32_t *)malloc(nc * sizeof(int32_t));
         t = ob_now_ms();
-        e = ob_token_stream_take(&r->train, calib, nc);
-        if (!e) e = ob_find_temperature(r->be.score, r->be.ctx, calib, nc, &r->bpb, T, o->val_batch_seqs, o->model.z_loss, &temp);
+        e = ob_token_stream_take(&r->data.train, calib, nc);
+        if (!e) e = ob_find_temperature(r->be.score, r->be.ctx, calib, nc, &r->data.bpb, T, o->val_batch_seqs, o->model.z_loss, &temp);
         free(calib);
         if (e) return e;
         ob_run_log(r, "temp_scaling optimal_T:%.2f time:%.0fms", temp, ob_now_ms() - t);
@@ -642,7 +642,7 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     if (o->sliding_eval) {
         ob_eval_result sw;
         t = ob_now_ms();
-        if ((e = ob_eval_sliding(r->be.score, r->be.ctx, &r->val, &r->bpb, T, o->sliding_stride, o->sliding_batch, temp, 0, 0, 1, &sw))) return e;
+        if ((e = ob_eval_sliding(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, T, o->sliding_stride, o->sliding_batch, temp, 0, 0, 1, &sw))) return e;
         ob_run_log(r, "final_sliding val_loss:%.4f val_bpb:%.4f (stride=%d, T=%.2f) time:%.0fms", sw.val_loss, sw.bpb, o->sliding_stride, temp, ob_now_ms() - t);
     }
     /* 6. a sample, continuing the start of the validation text */
@@ -650,10 +650,10 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
         int np = 32, ng = o->generate_tokens;
         int32_t *ids = (int32_t *)malloc((size_t)(np + ng) * sizeof(int32_t));
         char *text = NULL;
-        e = ob_val_read(&r->val, 0, (size_t)np, ids);
+        e = ob_val_read(&r->data.val, 0, (size_t)np, ids);
         if (!e) e = r->be.pull(&r->be, 0);
         if (!e) e = ob_model_generate(&r->model, ids, np, ng, 0.8f, 40, o->seed, ids);
-        if (!e) e = ob_tokenizer_decode(&r->tok, ids, (size_t)(np + ng), &text, NULL);
+        if (!e) e = ob_tokenizer_decode(&r->data.tok, ids, (size_t)(np + ng), &text, NULL);
         if (!e) ob_run_log(r, "sample (temperature 0.8, top-k 40; the first %d tokens are the prompt):\n%s", np, text);
         free(text);
         free(ids);

@@ -562,7 +562,7 @@ static void test_backend(void) {
             ob_eval_result host_ev;
             memset(&host_ev, 0, sizeof host_ev);
             e = run.be.pull(&run.be, 1);
-            if (!e) e = ob_eval_val(ob_model_scorer, &run.model, &run.val, &run.bpb, opt.model.train_seq_len, opt.val_batch_seqs, 1.0f, 1,
+            if (!e) e = ob_eval_val(ob_model_scorer, &run.model, &run.data.val, &run.data.bpb, opt.model.train_seq_len, opt.val_batch_seqs, 1.0f, 1,
                                     opt.model.z_loss, 0, 1, &host_ev);
             TU_CHECK(!e && fabs(host_ev.val_loss - ev[1].val_loss) <= 1e-2 * ev[1].val_loss, "backend/pull_and_score",
                      "the pulled weights on the CPU: val_loss %.5f, the GPU's scorer %.5f (bound 1%%)", host_ev.val_loss, ev[1].val_loss);

@@ -187,10 +187,64 @@ static void test_gradients(void) {
     fd_check("fd_signsq_unet5_no_norms", &c);
 }
 
+/* The ternary quantiser (BitNet b1.58, the ternary seeds): alpha = max(mean|w|, 1e-8) per group,
+ * q = clamp(round(w / alpha), -1, 1) with round half to even, effective weight q * alpha. */
+static void test_ternary_quantiser(void) {
+    const float w[16] = {0.3f, -0.05f, 1.2f, -0.9f, /* alpha 0.6125: w/a = 0.49, -0.08, 1.96, -1.47 */
+                         0.5f, 1.5f, -0.5f, -1.5f,  /* alpha 1: the ties 0.5 -> 0 and 1.5 -> 2 -> 1 */
+                         0.0f, 0.0f, 0.0f, 0.0f,    /* alpha clamps to 1e-8, every q 0 */
+                         2.0f, 2.0f, 2.0f, -2.0f};  /* alpha 2: all +-1 */
+    const float want_q[16] = {0, 0, 1, -1, 0, 1, 0, -1, 0, 0, 0, 0, 1, 1, 1, -1};
+    const float want_alpha[4] = {0.6125f, 1.0f, 1e-8f, 2.0f};
+    float wq[16], alpha[4];
+    ob_ternarize_weights_ref(wq, alpha, w, 16, 4);
+    int bad = 0;
+    for (int gi = 0; gi < 4; gi++) {
+        if (fabsf(alpha[gi] - want_alpha[gi]) > 1e-7f * want_alpha[gi]) bad++;
+        for (int k = 0; k < 4; k++) if (wq[4 * gi + k] != want_q[4 * gi + k] * alpha[gi]) bad++;
+    }
+    TU_CHECK(bad == 0, "ternary_quantiser", "4 hand-computed groups (rounding below and above 1/2, ties to even, clipping, an all-zero "
+             "group's 1e-8 floor): %d mismatches", bad);
+
+    /* the straight-through gradient is the identity, with no clipping mask: latent weights far
+     * outside [-1.5 alpha, 1.5 alpha] still receive the gradient of their effective weight, which the
+     * finite-difference check (fd_ternary_recurrence_tanh) verifies */
+    ob_config c;
+    ob_config_preset(&c, "tiny");
+    c.vocab_size = 64; c.num_layers = 2; c.model_dim = 32; c.num_heads = 4; c.num_kv_heads = 2; c.embed_dim = 16;
+    c.group_size = 16; c.train_seq_len = 16; c.binarize_act = 0; c.fp8_qat = 0; c.storage_exact = 0;
+    c.weight_quant = OB_WEIGHTS_TERNARY; c.recurrence = 2;
+    ob_model m;
+    if (ob_model_init(&m, &c)) { tu_report("FAIL", "ternary_ste", "%s", ob_last_error()); return; }
+    ob_model_init_weights(&m, 3);
+    ob_rng rng;
+    ob_rng_seed(&rng, 4);
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.05f * ob_rng_normal(&rng);
+    const ob_tensor_info *t = ob_model_find(&m, "blocks.0.mlp.fc.weight");
+    float *wt = m.params + t->offset;
+    for (size_t k = 0; k < t->numel; k += 7) wt[k] *= 8.0f; /* some far beyond the clip */
+    int32_t x[32], y[32];
+    for (int i = 0; i < 32; i++) { x[i] = (int32_t)(ob_rng_u64(&rng) % 64); y[i] = (int32_t)(ob_rng_u64(&rng) % 64); }
+    ob_model_zero_grad(&m);
+    int r = ob_model_forward(&m, x, y, 2, 16);
+    if (!r) r = ob_model_backward(&m, 1.0f);
+    size_t clipped = 0, with_grad = 0, zeros = 0;
+    for (size_t k = 0; !r && k < t->numel; k++) {
+        float a = m.qalpha[t->alpha_offset + k / (size_t)c.group_size];
+        if (fabsf(wt[k]) > 1.5f * a) { clipped++; with_grad += m.grads[t->offset + k] != 0.0f; }
+        zeros += m.qparams[t->offset + k] == 0.0f;
+    }
+    TU_CHECK(!r && clipped > 50 && with_grad == clipped && zeros > 0, "ternary_ste",
+             "%zu latent weights beyond 1.5 alpha (clipped to +-alpha), %zu of them with a gradient; %zu weights quantised to 0 %s",
+             clipped, with_grad, zeros, r ? ob_last_error() : "");
+    ob_model_free(&m);
+}
+
 int main(void) {
     test_param_counts();
     test_config_errors();
     test_safetensors();
     test_gradients();
+    test_ternary_quantiser();
     return tu_exit();
 }

@@ -232,9 +232,47 @@ static void test_xnor_10min_report(void) {
     ob_model_free(&m);
 }
 
+/* Ternary packing: 5 trits per byte (3^5 = 243 <= 256), 1.6 bits per weight before compression, an
+ * exact roundtrip of every trit (roundtrip() above checks the whole model). */
+static void test_ternary_bits(void) {
+    ob_config c;
+    ob_config_preset(&c, "tiny");
+    c.weight_quant = OB_WEIGHTS_TERNARY; c.binarize_act = 0; c.recurrence = 3;
+    ob_model a;
+    if (make_model(&a, &c, 8)) { tu_report("FAIL", "ternary_bits", "%s", ob_last_error()); return; }
+    ob_model_quantize(&a);
+    uint8_t *art = NULL;
+    size_t n = 0, trits = 0;
+    ob_artifact_info info;
+    ob_pack_options opt;
+    ob_pack_options_default(&opt);
+    opt.codec = OB_CODEC_NONE;
+    int r = ob_artifact_pack(&a, NULL, &opt, &art, &n, &info);
+    for (int i = 0; !r && i < info.n_parts; i++) if (strstr(info.parts[i].what, "trits")) trits = info.parts[i].raw_bytes;
+    /* 5 trits a byte, each tensor padded to whole bytes: at most one byte over 1.6 bits per tensor */
+    size_t want = 0;
+    int n_tern = 0;
+    for (int i = 0; i < a.n_tensors; i++)
+        if (a.tensors[i].kind == OB_PARAM_QUANT && a.tensors[i].has_grad) { want += (a.tensors[i].numel + 4) / 5; n_tern++; }
+    double bits = info.binary_weights ? 8.0 * (double)trits / (double)info.binary_weights : 99.0;
+    TU_CHECK(!r && trits > 0 && trits == want && trits * 5 < info.binary_weights + 5 * (size_t)n_tern, "ternary_bits_per_weight",
+             "%zu ternary weights in %zu bytes: %.5f bits per weight before compression (1.6 plus the padding of %d tensors to whole "
+             "bytes; the seed's 2-bit packing: 2.0)", info.binary_weights, trits, bits, n_tern);
+    /* every 5-trit pattern through ob_pack_trits / ob_unpack_trits, and the codes above 242 refused */
+    float q[5 * 243], back[5 * 243];
+    for (int v = 0; v < 243; v++) for (int k = 0, x = v; k < 5; k++, x /= 3) q[5 * v + k] = (float)(x % 3 - 1);
+    uint8_t packed[243], bad = 243;
+    ob_pack_trits(q, 5 * 243, packed);
+    int ok = ob_unpack_trits(packed, 5 * 243, back) && !memcmp(q, back, sizeof q) && !ob_unpack_trits(&bad, 5, back);
+    TU_CHECK(ok, "ternary_trits_exhaustive", "all 243 five-trit patterns pack into one byte each and unpack exactly; byte 243 is refused");
+    free(art);
+    ob_model_free(&a);
+}
+
 int main(void) {
     test_layouts();
     test_roundtrips();
+    test_ternary_bits();
     test_seed_forward_gap();
     test_corruption();
     test_fuzz_regressions();

@@ -26,7 +26,7 @@ static void small_options(ob_run_options *o, const char *name, int iterations) {
 }
 
 /* A finished run's record: losses of every step and the final weights. */
-typedef struct { int n; float loss[64]; int64_t step[64]; float *params; size_t n_params; int status; char err[600]; } run_record;
+typedef struct { int n; float loss[64]; int64_t step[64]; float *params; size_t n_params; int status; char err[1100]; } run_record;
 
 static void record_free(run_record *rr) { free(rr->params); memset(rr, 0, sizeof *rr); }
 
@@ -180,7 +180,7 @@ int main(void) {
         if (g) { fseek(g, 0, SEEK_END); n = (size_t)ftell(g); fseek(g, 0, SEEK_SET); good = (uint8_t *)malloc(n); if (fread(good, 1, n, g) != n) n = 0; fclose(g); }
         float *before = (float *)malloc(r.model.n_params * sizeof(float));
         memcpy(before, r.model.params, r.model.n_params * sizeof(float));
-        size_t pos0 = r.train.pos;
+        size_t pos0 = r.data.train.pos;
         struct { const char *name; size_t len; int flip; const char *expect; } cases[] = {
             {"truncated", n - 100, -1, "truncated"}, {"header_cut", 30, -1, "truncated"}, {"weights_flipped", n, (int)n - 5, "checksum"},
             {"magic", n, 0, "not a onebit checkpoint"}, {"version", n, 4, "version"}, {"empty", 0, -1, "not a onebit checkpoint"}};
@@ -192,7 +192,7 @@ int main(void) {
             char name[64];
             snprintf(name, sizeof name, "run/bad_checkpoint/%s", cases[i].name);
             TU_CHECK(s == OB_ERR_FORMAT && strstr(ob_last_error(), "ckpt_bad.ob1c") && strstr(ob_last_error(), cases[i].expect) && r.step == 0 &&
-                         r.train.pos == pos0 && !memcmp(before, r.model.params, r.model.n_params * sizeof(float)),
+                         r.data.train.pos == pos0 && !memcmp(before, r.model.params, r.model.n_params * sizeof(float)),
                      name, "refused: %s; weights, step and data position unchanged", ob_last_error());
             free(bad);
         }

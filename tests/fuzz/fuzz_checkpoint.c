@@ -18,7 +18,7 @@ static void fz_setup(ob_run *r, int ema) {
     r->opt.optim.ema = ema;
     for (int i = 0; i < 4096; i++) fz_tokens[i] = (i * 7) % 16;
     if (ob_model_init(&r->model, c) || ob_optimizer_init(&r->optim, &r->model, &r->opt.optim) ||
-        ob_token_stream_open_memory(&r->train, fz_tokens, 4096, 16))
+        ob_token_stream_open_memory(&r->data.train, fz_tokens, 4096, 16))
         abort();
     ob_model_init_weights(&r->model, 1);
 }
@@ -51,10 +51,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     ob_run *r = &run[with_ema];
     memcpy(before, r->model.params, r->model.n_params * sizeof(float));
     int64_t step = r->step;
-    size_t pos = r->train.pos;
+    size_t pos = r->data.train.pos;
     if (ob_checkpoint_load_bytes(r, a, size, "fuzz.ob1c") != OB_OK) {
         /* refused: nothing changed */
-        if (r->step != step || r->train.pos != pos || memcmp(before, r->model.params, r->model.n_params * sizeof(float))) abort();
+        if (r->step != step || r->data.train.pos != pos || memcmp(before, r->model.params, r->model.n_params * sizeof(float))) abort();
     }
     free(a);
     return 0;
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
         fz_setup(&r, ema);
         snprintf(r.opt.checkpoint_dir, sizeof r.opt.checkpoint_dir, "%s", argv[1]);
         r.step = 3 + ema;
-        r.train.pos = 100;
+        r.data.train.pos = 100;
         if (ob_checkpoint_save(&r)) { fprintf(stderr, "%s\n", ob_last_error()); return 1; }
         ob_run_free(&r);
     }
