@@ -321,6 +321,7 @@ typedef struct ob_model {
     ob_params p, g, q;       /* pointer tables into params, grads, qparams */
     int n_skip, n_queries;
     float *rope_cos, *rope_sin; /* (train_seq_len, d/2) */
+    float rope_base_scale;   /* the RoPE base is rope_base * this (1; NTK-aware sequence warm-up) */
     ob_acts acts;
     const int32_t *inputs, *targets; /* of the last forward (not owned) */
     float loss;              /* mean CE + z_loss * mean(lse^2) of the last forward */
@@ -354,6 +355,14 @@ OB_DEF int ob_config_from_metadata(ob_config *c, const ob_safetensors *st);
 /* Refreshes qparams from params (binarise / ternarise / fp8). The forward calls it when needed;
  * call it after changing params by hand (optimizers do). */
 OB_DEF void ob_model_quantize(ob_model *m);
+/* NTK-aware RoPE base scaling for a sequence-length warm-up: training at seq_len < train_seq_len
+ * with base * (seq_len / train_seq_len)^(d / (d - 2)) makes the lowest frequency turn through the
+ * same angle over the short window as the unscaled one over the full length, the high frequencies
+ * (local order) nearly unchanged -- the NTK-aware rule for changing context length (bloc97, 2023),
+ * applied as the window grows to train_seq_len, where the scale is 1 and the tables are the plain ones. */
+OB_DEF float ob_rope_ntk_scale(int seq_len, int train_seq_len, int head_dim);
+/* Recomputes the RoPE tables with the base multiplied by base_scale (1: the configured tables). */
+OB_DEF void ob_model_set_rope_scale(ob_model *m, float base_scale);
 /* Forward over B sequences of T tokens. targets may be NULL (logits only). Returns OB_OK or an error;
  * m->loss, m->acts.logits, m->acts.ce, m->acts.lse hold the results. */
 OB_DEF int ob_model_forward(ob_model *m, const int32_t *inputs, const int32_t *targets, int B, int T);
@@ -1653,11 +1662,12 @@ static void ob__point_params(const ob_model *m, float *base, ob_params *p) {
 /* RoPE tables in float32, as the seed builds them: inv_f_i = 1 / base^(2i/d); YaRN divides by
  * r_i (1/s - 1) + 1 with s = train_seq_len / yarn_max_len and r_i = clamp((2i/d - 0.25) / 0.75, 0, 1);
  * angle p * inv_f_i for p < train_seq_len. */
-static void ob__rope_tables(const ob_config *c, float *cosb, float *sinb) {
+static void ob__rope_tables(const ob_config *c, float base_scale, float *cosb, float *sinb) {
     int d = c->model_dim / c->num_heads, half = d / 2;
+    float base = base_scale == 1.0f ? c->rope_base : c->rope_base * base_scale;
     for (int i = 0; i < half; i++) {
         float frac = (float)(2 * i) / (float)d;
-        float inv = 1.0f / powf(c->rope_base, frac);
+        float inv = 1.0f / powf(base, frac);
         if (c->rope_type == OB_ROPE_YARN) {
             float scale = (float)((double)c->train_seq_len / (double)c->yarn_max_len);
             float ramp = (frac - 0.25f) / 0.75f;
@@ -1670,6 +1680,17 @@ static void ob__rope_tables(const ob_config *c, float *cosb, float *sinb) {
             sinb[(size_t)p * half + i] = sinf(ang);
         }
     }
+}
+
+OB_DEF float ob_rope_ntk_scale(int seq_len, int train_seq_len, int head_dim) {
+    if (seq_len >= train_seq_len || head_dim <= 2) return 1.0f;
+    return (float)pow((double)seq_len / (double)train_seq_len, (double)head_dim / (double)(head_dim - 2));
+}
+
+OB_DEF void ob_model_set_rope_scale(ob_model *m, float base_scale) {
+    if (base_scale == m->rope_base_scale) return;
+    m->rope_base_scale = base_scale;
+    ob__rope_tables(&m->cfg, base_scale, m->rope_cos, m->rope_sin);
 }
 
 OB_DEF size_t ob_config_param_count(const ob_config *c) {
@@ -1720,7 +1741,8 @@ OB_DEF int ob_model_init(ob_model *m, const ob_config *cfg) {
     ob__point_params(m, m->qparams, &m->q);
     m->n_skip = ob__n_skip(cfg);
     m->n_queries = ob__n_queries(cfg);
-    ob__rope_tables(cfg, m->rope_cos, m->rope_sin);
+    m->rope_base_scale = 1.0f;
+    ob__rope_tables(cfg, 1.0f, m->rope_cos, m->rope_sin);
     m->temperature = 1.0f;
     return OB_OK;
 }

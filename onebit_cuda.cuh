@@ -2174,6 +2174,12 @@ static int ob__cb_push(ob_backend *b, int with_optimizer) {
     if (with_optimizer && b->host_opt) OB_TRY(ob_cuda_optimizer_upload(&cb->o, b->host_opt));
     return OB_OK;
 }
+static int ob__cb_set_rope(ob_backend *b) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    size_t bytes = (size_t)cb->g.cfg.train_seq_len * (size_t)(cb->g.cfg.model_dim / cb->g.cfg.num_heads / 2) * sizeof(float);
+    OB_TRY(ob__copy_sync(cb->g.stream, cb->g.rope_cos, b->host->rope_cos, bytes, cudaMemcpyHostToDevice));
+    return ob__copy_sync(cb->g.stream, cb->g.rope_sin, b->host->rope_sin, bytes, cudaMemcpyHostToDevice);
+}
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
 static void ob__cb_destroy(ob_backend *b) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
@@ -2205,6 +2211,7 @@ OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
     b->pull = ob__cb_pull;
     b->push = ob__cb_push;
     b->ema_update = o ? ob__cb_ema : NULL;
+    b->set_rope = ob__cb_set_rope;
     b->destroy = ob__cb_destroy;
     /* evaluation only (no optimizer): forwards of up to 64 windows; training raises it to its piece */
     cb->eval_tokens = (o ? 8 : 64) * m->cfg.train_seq_len;

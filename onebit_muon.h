@@ -151,6 +151,8 @@ typedef struct ob_run_options {
     int64_t batch_tokens;         /* TRAIN_BATCH_TOKENS per optimizer step */
     int accum;                    /* micro-batches per step: max(1, 8 / world) in the seeds */
     int seq_len_schedule;         /* SEQ_LEN_SCHEDULE: 128 -> ... -> train_seq_len */
+    int seq_warmup_steps;         /* SEQ_WARMUP_STEPS: the ladder spans these first steps (0: the whole run) */
+    int rope_ntk;                 /* ROPE_NTK_WARMUP: NTK-aware RoPE base scaling while the ladder is short */
     int64_t batch_tokens_start;   /* BATCH_TOKENS_START (0: off) */
     double batch_schedule_fraction;
     char data_path[512];          /* DATA_PATH; empty: the embedded default (this repository's text) */
@@ -196,6 +198,7 @@ typedef struct ob_backend {
     int (*pull)(struct ob_backend *b, int with_optimizer);  /* device -> host (weights, optionally optimizer state) */
     int (*push)(struct ob_backend *b, int with_optimizer);  /* host -> device */
     int (*ema_update)(struct ob_backend *b, int start_now); /* NULL: ob_ema_update on the host optimizer */
+    int (*set_rope)(struct ob_backend *b);                  /* the host model's RoPE tables changed (NULL: nothing to do) */
     void (*destroy)(struct ob_backend *b);
 } ob_backend;
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
@@ -732,6 +735,8 @@ OB_DEF int ob_run_options_preset(ob_run_options *o, const char *preset) {
         o->optim.normuon = 1;
         o->sched.kind = OB_LR_WARMUP_CONSTANT_COSINE; o->sched.iterations = 10000; o->sched.warmup_steps = 100;
         o->sched.cooldown_steps = 2000; o->sched.final_fraction = 0.1;
+        /* sequence-length warm-up 128 -> 1024 over the first 2,000 steps, NTK-aware RoPE base */
+        o->seq_len_schedule = 1; o->seq_warmup_steps = 2000; o->rope_ntk = 1;
         o->sliding_eval = 1; o->sliding_stride = 512; o->sliding_batch = 64;
         return OB_OK;
     }
@@ -813,6 +818,8 @@ OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *v,
     }
     if (!strcmp(key, "COOLDOWN_STEPS")) return ob__opt_intv(key, v, &o->sched.cooldown_steps);
     if (!strcmp(key, "SEQ_LEN_SCHEDULE")) return ob__opt_intv(key, v, &o->seq_len_schedule);
+    if (!strcmp(key, "SEQ_WARMUP_STEPS")) return ob__opt_intv(key, v, &o->seq_warmup_steps);
+    if (!strcmp(key, "ROPE_NTK_WARMUP")) return ob__opt_intv(key, v, &o->rope_ntk);
     if (!strcmp(key, "TRAIN_BATCH_TOKENS")) return ob__opt_int64(key, v, &o->batch_tokens);
     if (!strcmp(key, "GRAD_ACCUM")) return ob__opt_intv(key, v, &o->accum);
     if (!strcmp(key, "BATCH_TOKENS_START")) return ob__opt_int64(key, v, &o->batch_tokens_start);
@@ -864,7 +871,7 @@ OB_DEF int ob_run_options_from_env(ob_run_options *o, FILE *notices) {
         "CHURN_LOG_EVERY", "BATCH_TOKENS_START", "BATCH_SCHEDULE_FRACTION", "SEQ_LEN_START", "SEQ_SCHEDULE_FRACTION",
         "VAL_MAX_TOKENS", "WARMUP_STEPS", "BIGRAM_HASH", "MTP_HEADS", "TRAINING_DEPTH_RECURRENCE", "EVAL_DEPTH_RECURRENCE",
         "DIFF_ATTN", "REFINER", "REFINER_KERNEL", "MLP_GROUPS", "UNTIE_AT_FRACTION", "ATTN_PROJ_TYPE", "LOGIT_HEAD_TYPE",
-        "TVERSKY_MEMBERSHIP", "TVERSKY_NUM_FEATURES", "TVERSKY_FEATURE_POOLS", "CORR_WEIGHT_LR", "NORMUON", "ON_NONFINITE"};
+        "TVERSKY_MEMBERSHIP", "TVERSKY_NUM_FEATURES", "TVERSKY_FEATURE_POOLS", "CORR_WEIGHT_LR", "NORMUON", "ON_NONFINITE", "SEQ_WARMUP_STEPS", "ROPE_NTK_WARMUP"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         const char *v = getenv(names[i]);
         if (!v) continue;
@@ -1042,6 +1049,12 @@ static int ob__run_validate(ob_run *r) {
     return OB_OK;
 }
 
+static int ob__run_set_rope(ob_run *r, float scale) {
+    if (scale == r->model.rope_base_scale) return OB_OK;
+    ob_model_set_rope_scale(&r->model, scale);
+    return r->be.set_rope ? r->be.set_rope(&r->be) : OB_OK;
+}
+
 OB_DEF int ob_run_train(ob_run *r) {
     const ob_run_options *o = &r->opt;
     if (!r->be.train_step) return ob_set_error(OB_ERR_ARG, "run: no backend attached");
@@ -1075,7 +1088,10 @@ OB_DEF int ob_run_train(ob_run *r) {
         }
         float lr = ob_lr_multiplier(&o->sched, r->step, elapsed);
         float mom = ob_muon_momentum_at(&o->optim, r->step);
-        int seq = ob_seq_len_at(r->stages, r->n_stages, r->step, o->sched.iterations, elapsed, cap);
+        int seq = o->seq_warmup_steps > 0 ? ob_seq_len_at(r->stages, r->n_stages, r->step, o->seq_warmup_steps, 0.0, 0.0)
+                                          : ob_seq_len_at(r->stages, r->n_stages, r->step, o->sched.iterations, elapsed, cap);
+        if (o->rope_ntk && (e = ob__run_set_rope(r, ob_rope_ntk_scale(seq, o->model.train_seq_len, o->model.model_dim / o->model.num_heads))))
+            break;
         int64_t bt = ob_batch_tokens_at(o->batch_tokens_start, o->batch_tokens, o->batch_schedule_fraction, r->step, o->sched.iterations, elapsed, cap);
         float loss = 0.0f;
         e = r->be.train_step(&r->be, &r->data.train, bt, seq, o->accum, lr, mom, &loss);
@@ -1124,6 +1140,7 @@ OB_DEF int ob_run_train(ob_run *r) {
         if (r->stop_signal) { e = ob_set_error(OB_ERR_INTERRUPTED, "interrupted at step %lld: checkpoint written to %s (continue with --resume)", (long long)r->step, o->checkpoint_dir); break; }
     }
     ob__signal_run = NULL;
+    if (!e && o->rope_ntk) e = ob__run_set_rope(r, 1.0f); /* evaluation and the artifact use the plain tables */
     return e;
 }
 

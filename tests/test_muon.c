@@ -185,6 +185,15 @@ static void test_schedules(void) {
               ob_seq_len_at(st, 4, 0, 0, 900000.0, 600000.0) == 1024 &&
               ob_seq_len_at(st, 4, 2499, 10000, 0, 0) == 128 && ob_seq_len_at(st, 4, 2500, 10000, 0, 0) == 256 && ob_seq_len_at(st, 4, 9999, 10000, 0, 0) == 1024;
     TU_CHECK(ok8, "schedule_seq_len", "128/256/512/1024 in four equal time or step phases (768: 128/256/512/768)");
+    /* the ternary seed's warm-up: the same ladder over the first 2,000 steps, then 1024 */
+    int okw = ob_seq_len_at(st, 4, 499, 2000, 0, 0) == 128 && ob_seq_len_at(st, 4, 500, 2000, 0, 0) == 256 &&
+              ob_seq_len_at(st, 4, 1999, 2000, 0, 0) == 1024 && ob_seq_len_at(st, 4, 7000, 2000, 0, 0) == 1024;
+    ob_run_options tern;
+    ob_run_options_preset(&tern, "ternary-bitnet");
+    float s128 = ob_rope_ntk_scale(128, 1024, 64), s1024 = ob_rope_ntk_scale(1024, 1024, 64);
+    TU_CHECK(okw && tern.seq_warmup_steps == 2000 && tern.rope_ntk == 1 && fabsf(s128 - powf(0.125f, 64.0f / 62.0f)) < 1e-7f && s1024 == 1.0f,
+             "schedule_seq_warmup_ntk", "ternary-bitnet: 128/256/512/1024 over steps 0-499/500-999/1000-1499/1500-1999, then 1024; RoPE base "
+             "x %.5f at 128 (= (128/1024)^(64/62)), x 1 at 1024", s128);
     int ok9 = ob_batch_tokens_at(0, 524288, 0.33, 0, 1000, 0, 0) == 524288 && ob_batch_tokens_at(131072, 524288, 0.33, 329, 1000, 0, 0) == 131072 &&
               ob_batch_tokens_at(131072, 524288, 0.33, 330, 1000, 0, 0) == 524288 && ob_batch_tokens_at(131072, 524288, 0.5, 0, 0, 299.0, 600.0) == 131072 &&
               ob_batch_tokens_at(131072, 524288, 0.5, 0, 0, 300.0, 600.0) == 524288;

@@ -248,6 +248,28 @@ int main(void) {
         TU_CHECK(!s1 && p.on_nonfinite == 1 && s2 == OB_ERR_ARG && strstr(ob_last_error(), "ignore"), "run/on_nonfinite_option", "skip accepted; 'ignore': %s", ob_last_error());
     }
 
+    /* 6. the ternary seed's sequence warm-up: 128 -> 256 over the first 4 steps with NTK-aware RoPE
+     *    scaling; afterwards the tables are the plain ones again (evaluation, artifact) */
+    {
+        small_options(&o, "ntk", 8);
+        o.model.train_seq_len = 256; o.seq_len_schedule = 1; o.seq_warmup_steps = 4; o.rope_ntk = 1;
+        ob_run r;
+        ob_model fresh;
+        int e = ob_run_setup(&r, &o);
+        if (!e) { ob_backend_cpu(&r.be, &r.model, &r.optim); e = ob_run_train(&r); }
+        if (!e) e = ob_model_init(&fresh, &o.model);
+        size_t bytes = (size_t)256 * (64 / 2 / 2) * sizeof(float);
+        int plain = !e && r.model.rope_base_scale == 1.0f && !memcmp(fresh.rope_cos, r.model.rope_cos, bytes) && !memcmp(fresh.rope_sin, r.model.rope_sin, bytes);
+        float s128 = ob_rope_ntk_scale(128, 256, 32);
+        int falls = !e && r.n_hist == 8 && isfinite(r.hist[15]) && r.hist[15] < r.hist[1];
+        TU_CHECK(plain && falls && fabsf(s128 - powf(0.5f, 32.0f / 30.0f)) < 1e-6f, "run/seq_warmup_ntk",
+                 "8 steps, the first 2 at 128 tokens with the RoPE base x %.4f (= 0.5^(32/30)), then 256: loss %.4f -> %.4f; the plain tables "
+                 "restored after training: %s %s", s128, r.n_hist ? r.hist[1] : 0.0f, r.n_hist ? r.hist[2 * r.n_hist - 1] : 0.0f,
+                 plain ? "yes" : "NO", e ? ob_last_error() : "");
+        if (!e) ob_model_free(&fresh);
+        ob_run_free(&r);
+    }
+
     record_free(&a); record_free(&a2); record_free(&b1); record_free(&b2); record_free(&c1); record_free(&c2); record_free(&d1); record_free(&d2);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
