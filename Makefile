@@ -95,7 +95,7 @@ $(BUILD)/asan/test_%: tests/test_%.c $(TEST_DEPS)
 	@mkdir -p $(BUILD)/asan
 	$(CC) $(CFLAGS_BASE) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer $< -o $@ $(LDLIBS)
 test-asan: $(ASAN_TESTS)
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh $(ASAN_TESTS)
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} ONEBIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh $(ASAN_TESTS)
 
 FUZZERS := $(BUILD)/fuzz/fuzz_tokenizer $(BUILD)/fuzz/fuzz_artifact $(BUILD)/fuzz/fuzz_shard $(BUILD)/fuzz/fuzz_safetensors $(BUILD)/fuzz/fuzz_checkpoint
 FUZZ_SHARED ?= $(or $(ONEBIT_SHARED),../shared)

@@ -234,7 +234,11 @@ static void test_cpu_training(const char *dir) {
     memset(&s, 0, sizeof s);
     s.kind = OB_LR_LINEAR_WARMDOWN; s.iterations = 200; s.warmdown_fraction = 0.3;
     float loss = 0.0f, first = 0.0f;
-    for (int step = 0; step < 200 && !r; step++) {
+    /* under the sanitizers (make test-asan, ~20x slower) 30 steps exercise the same code; the
+     * learning margin below is what make test checks */
+    int quick = getenv("ONEBIT_TEST_SANITIZE") != NULL, steps = quick ? 30 : 200;
+    double need = quick ? 0.5 : 1.5;
+    for (int step = 0; step < steps && !r; step++) {
         r = ob_train_step(&m, &o, &ts, 1024, 128, 1, ob_lr_multiplier(&s, step, 0.0), ob_muon_momentum_at(&oc, step), &loss);
         if (step == 0) first = loss;
     }
@@ -242,11 +246,12 @@ static void test_cpu_training(const char *dir) {
     clock_gettime(CLOCK_MONOTONIC, &w1);
     double secs = (double)(w1.tv_sec - w0.tv_sec) + 1e-9 * (double)(w1.tv_nsec - w0.tv_nsec);
     (void)t0;
-    /* ln(1024) = 6.93 at init; 200 small steps must take the held-out loss at least 1.5 nats below it */
-    TU_CHECK(!r && e1.val_loss < e0.val_loss - 1.5, "cpu_training",
-             "tiny XNOR model (2L, d 128, mode 2), 200 steps x 1024 real sp1024 tokens in %.1f s: train loss %.3f -> %.3f, "
-             "val loss %.3f -> %.3f on 32,768 held-out tokens (required: a drop of 1.5)%s%s",
-             secs, first, loss, e0.val_loss, e1.val_loss, r ? ": " : "", r ? ob_last_error() : "");
+    /* ln(1024) = 6.93 at init; 200 small steps must take the held-out loss at least 1.5 nats below it
+     * (30 steps: 0.5) */
+    TU_CHECK(!r && e1.val_loss < e0.val_loss - need, "cpu_training",
+             "tiny XNOR model (2L, d 128, mode 2), %d steps x 1024 real sp1024 tokens in %.1f s: train loss %.3f -> %.3f, "
+             "val loss %.3f -> %.3f on 32,768 held-out tokens (required: a drop of %.1f)%s%s",
+             steps, secs, first, loss, e0.val_loss, e1.val_loss, need, r ? ": " : "", r ? ob_last_error() : "");
     ob_val_close(&vs);
     ob_token_stream_close(&ts);
     ob_optimizer_free(&o);
