@@ -221,7 +221,6 @@ typedef struct ob_run {
     float *val_hist;              /* (step, val loss) pairs */
     int n_hist, n_val_hist, cap_hist;
     volatile int stop_signal;     /* set by SIGINT / SIGTERM: checkpoint, then stop */
-    double t0;
 } ob_run;
 
 /* Opens the data (or builds the embedded default), the tokenizer, the host model and optimizer,
@@ -310,25 +309,11 @@ OB_DEF void ob_optim_config_default(ob_optim_config *c) {
     c->ema_start_fraction = 0.6f;
 }
 
-static int ob__muon_float(const char *key, const char *v, float *out) {
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x)) return ob_set_error(OB_ERR_ARG, "%s: '%s' is not a finite number", key, v);
-    *out = (float)x;
-    return OB_OK;
-}
-static int ob__muon_int(const char *key, const char *v, int *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < -2147483647L || x > 2147483647L) return ob_set_error(OB_ERR_ARG, "%s: '%s' is not an integer", key, v);
-    *out = (int)x;
-    return OB_OK;
-}
 
 OB_DEF int ob_optim_config_set(ob_optim_config *c, const char *key, const char *v, const char **notice) {
     if (notice) *notice = NULL;
-#define OB__F(name, field) if (!strcmp(key, name)) return ob__muon_float(key, v, &c->field)
-#define OB__I(name, field) if (!strcmp(key, name)) return ob__muon_int(key, v, &c->field)
+#define OB__F(name, field) if (!strcmp(key, name)) return ob__parse_float(key, v, &c->field)
+#define OB__I(name, field) if (!strcmp(key, name)) return ob__parse_int(key, v, &c->field)
     OB__F("MATRIX_LR", matrix_lr); OB__F("matrix_lr", matrix_lr);
     OB__F("SCALAR_LR", scalar_lr); OB__F("scalar_lr", scalar_lr);
     OB__F("TIED_EMBED_LR", tied_embed_lr); OB__F("tied_embed_lr", tied_embed_lr);
@@ -347,7 +332,7 @@ OB_DEF int ob_optim_config_set(ob_optim_config *c, const char *key, const char *
     OB__I("EMA", ema); OB__F("EMA_DECAY", ema_decay);
     if (!strcmp(key, "EMA_START_FRACTION")) {
         float f;
-        int r = ob__muon_float(key, v, &f);
+        int r = ob__parse_float(key, v, &f);
         if (!r) c->ema_start_fraction = strtod(v, NULL);
         return r;
     }
@@ -361,7 +346,7 @@ OB_DEF int ob_optim_config_set(ob_optim_config *c, const char *key, const char *
     }
     if (!strcmp(key, "GRAD_CLIP_NORM") || !strcmp(key, "HEAD_LR") || !strcmp(key, "ADAM_LR")) {
         float x;
-        int r = ob__muon_float(key, v, &x);
+        int r = ob__parse_float(key, v, &x);
         if (r) return r;
         if (notice) *notice = !strcmp(key, "GRAD_CLIP_NORM")
             ? "GRAD_CLIP_NORM is read but never applied by the seed trainers, so onebit ignores it too (use --grad-clip to clip)"
@@ -771,13 +756,6 @@ static int ob__opt_double(const char *key, const char *v, double *out) {
     *out = x;
     return OB_OK;
 }
-static int ob__opt_intv(const char *key, const char *v, int *out) {
-    int64_t x = 0;
-    int r = ob__opt_int64(key, v, &x);
-    if (!r && (x < -2147483647LL || x > 2147483647LL)) r = ob_set_error(OB_ERR_ARG, "%s: '%s' is out of range", key, v);
-    if (!r) *out = (int)x;
-    return r;
-}
 
 /* Seed settings onebit accepts but does not need: what they did there, and why it does not apply. */
 static const char *ob__inert_setting(const char *key, const char *v) {
@@ -805,10 +783,10 @@ OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *v,
     if (!strcmp(key, "CHECKPOINT_DIR")) { ob__copy_str(o->checkpoint_dir, sizeof o->checkpoint_dir, v); return OB_OK; }
     if (!strcmp(key, "OUT_DIR")) { ob__copy_str(o->out_dir, sizeof o->out_dir, v); return OB_OK; }
     if (!strcmp(key, "SEED")) { int64_t x = 0; r = ob__opt_int64(key, v, &x); if (!r) o->seed = (uint64_t)x; return r; }
-    if (!strcmp(key, "ITERATIONS")) return ob__opt_intv(key, v, &o->sched.iterations);
+    if (!strcmp(key, "ITERATIONS")) return ob__parse_int(key, v, &o->sched.iterations);
     if (!strcmp(key, "MAX_WALLCLOCK_SECONDS")) { r = ob__opt_double(key, v, &d); if (!r) o->sched.max_wallclock_ms = d > 0 ? 1000.0 * d : 0.0; return r; }
     if (!strcmp(key, "WARMDOWN_FRACTION")) return ob__opt_double(key, v, &o->sched.warmdown_fraction);
-    if (!strcmp(key, "LR_WARMUP_STEPS")) return ob__opt_intv(key, v, &o->sched.warmup_steps);
+    if (!strcmp(key, "LR_WARMUP_STEPS")) return ob__parse_int(key, v, &o->sched.warmup_steps);
     if (!strcmp(key, "LR_SCHEDULE")) {
         if (!strcmp(v, "linear")) o->sched.kind = OB_LR_LINEAR_WARMDOWN;
         else if (!strcmp(v, "cosine")) o->sched.kind = OB_LR_COSINE;
@@ -816,29 +794,29 @@ OB_DEF int ob_run_options_set(ob_run_options *o, const char *key, const char *v,
         else return ob_set_error(OB_ERR_ARG, "%s: '%s' is not linear, cosine or warmup_constant_cosine", key, v);
         return OB_OK;
     }
-    if (!strcmp(key, "COOLDOWN_STEPS")) return ob__opt_intv(key, v, &o->sched.cooldown_steps);
-    if (!strcmp(key, "SEQ_LEN_SCHEDULE")) return ob__opt_intv(key, v, &o->seq_len_schedule);
-    if (!strcmp(key, "SEQ_WARMUP_STEPS")) return ob__opt_intv(key, v, &o->seq_warmup_steps);
-    if (!strcmp(key, "ROPE_NTK_WARMUP")) return ob__opt_intv(key, v, &o->rope_ntk);
+    if (!strcmp(key, "COOLDOWN_STEPS")) return ob__parse_int(key, v, &o->sched.cooldown_steps);
+    if (!strcmp(key, "SEQ_LEN_SCHEDULE")) return ob__parse_int(key, v, &o->seq_len_schedule);
+    if (!strcmp(key, "SEQ_WARMUP_STEPS")) return ob__parse_int(key, v, &o->seq_warmup_steps);
+    if (!strcmp(key, "ROPE_NTK_WARMUP")) return ob__parse_int(key, v, &o->rope_ntk);
     if (!strcmp(key, "TRAIN_BATCH_TOKENS")) return ob__opt_int64(key, v, &o->batch_tokens);
-    if (!strcmp(key, "GRAD_ACCUM")) return ob__opt_intv(key, v, &o->accum);
+    if (!strcmp(key, "GRAD_ACCUM")) return ob__parse_int(key, v, &o->accum);
     if (!strcmp(key, "BATCH_TOKENS_START")) return ob__opt_int64(key, v, &o->batch_tokens_start);
     if (!strcmp(key, "BATCH_SCHEDULE_FRACTION")) return ob__opt_double(key, v, &o->batch_schedule_fraction);
     if (!strcmp(key, "VAL_MAX_TOKENS")) return ob__opt_int64(key, v, &o->val_max_tokens);
-    if (!strcmp(key, "VAL_LOSS_EVERY")) return ob__opt_intv(key, v, &o->val_loss_every);
+    if (!strcmp(key, "VAL_LOSS_EVERY")) return ob__parse_int(key, v, &o->val_loss_every);
     if (!strcmp(key, "VAL_BATCH_SIZE")) { /* tokens in the seeds; windows here */
         int64_t x = 0;
         r = ob__opt_int64(key, v, &x);
         if (!r) o->val_batch_seqs = (int)(x / 8 / (o->model.train_seq_len > 0 ? o->model.train_seq_len : 1)) > 0 ? (int)(x / 8 / o->model.train_seq_len) : 1;
         return r;
     }
-    if (!strcmp(key, "TRAIN_LOG_EVERY")) return ob__opt_intv(key, v, &o->train_log_every);
-    if (!strcmp(key, "SLIDING_EVAL")) return ob__opt_intv(key, v, &o->sliding_eval);
-    if (!strcmp(key, "SLIDING_EVAL_STRIDE")) return ob__opt_intv(key, v, &o->sliding_stride);
-    if (!strcmp(key, "SLIDING_BATCH_SIZE")) return ob__opt_intv(key, v, &o->sliding_batch);
-    if (!strcmp(key, "TEMP_SCALING")) return ob__opt_intv(key, v, &o->temp_scaling);
-    if (!strcmp(key, "CHECKPOINT_EVERY")) return ob__opt_intv(key, v, &o->checkpoint_every);
-    if (!strcmp(key, "GENERATE_TOKENS")) return ob__opt_intv(key, v, &o->generate_tokens);
+    if (!strcmp(key, "TRAIN_LOG_EVERY")) return ob__parse_int(key, v, &o->train_log_every);
+    if (!strcmp(key, "SLIDING_EVAL")) return ob__parse_int(key, v, &o->sliding_eval);
+    if (!strcmp(key, "SLIDING_EVAL_STRIDE")) return ob__parse_int(key, v, &o->sliding_stride);
+    if (!strcmp(key, "SLIDING_BATCH_SIZE")) return ob__parse_int(key, v, &o->sliding_batch);
+    if (!strcmp(key, "TEMP_SCALING")) return ob__parse_int(key, v, &o->temp_scaling);
+    if (!strcmp(key, "CHECKPOINT_EVERY")) return ob__parse_int(key, v, &o->checkpoint_every);
+    if (!strcmp(key, "GENERATE_TOKENS")) return ob__parse_int(key, v, &o->generate_tokens);
     if (!strcmp(key, "ON_NONFINITE")) {
         if (!strcmp(v, "stop")) o->on_nonfinite = 0;
         else if (!strcmp(v, "skip")) o->on_nonfinite = 1;
