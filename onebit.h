@@ -4561,8 +4561,9 @@ OB_DEF int ob_model_scorer(void *model, const int32_t *x, const int32_t *y, int 
     int r = ob_model_forward(m, x, y, B, T);
     m->temperature = saved;
     if (r) return r;
-    memcpy(ce, m->acts.ce, (size_t)B * T * sizeof(float));
-    memcpy(lse, m->acts.lse, (size_t)B * T * sizeof(float));
+    /* either output may be NULL (ob_score_fn): the sliding scorer wants only ce, generation only lse */
+    if (ce) memcpy(ce, m->acts.ce, (size_t)B * T * sizeof(float));
+    if (lse) memcpy(lse, m->acts.lse, (size_t)B * T * sizeof(float));
     return OB_OK;
 }
 
