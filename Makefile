@@ -44,8 +44,8 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
-  GPU_TESTS := $(BUILD)/test_gpu
-  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/bench_train
+  GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention
+  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/bench_train $(BUILD)/bench_attention
 endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
@@ -75,14 +75,17 @@ test: check-tools $(TESTS) $(EXAMPLES) $(GPU_TESTS) $(GPU_BUILDS)
 # GPU programs: one nvcc line each
 $(BUILD)/test_gpu: tests/test_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-$(BUILD)/bench_train: bench/bench_train.cu $(CUDA_HEADERS) | $(BUILD)
+$(BUILD)/test_attention: tests/test_attention.cu $(CUDA_HEADERS) | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
+$(BUILD)/bench_train $(BUILD)/bench_attention: $(BUILD)/%: bench/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-gpu: $(BUILD)/test_gpu $(BUILD)/bench_train $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
-test-gpu: $(BUILD)/test_gpu
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu
-bench: $(BUILD)/bench_train
+gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
+test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention
+bench: $(BUILD)/bench_train $(BUILD)/bench_attention
+	./$(BUILD)/bench_attention
 	./$(BUILD)/bench_train --preset xnor-10min
 	./$(BUILD)/bench_train --preset binary-50k --steps 5
 

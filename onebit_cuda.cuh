@@ -10,10 +10,11 @@
  * Numerics, against the float32 CPU reference (onebit.h):
  *   master weights, gradients and optimizer state in fp32, as the seeds keep them;
  *   the residual stream and every saved activation in fp32;
- *   GEMM operands in bf16 with fp32 accumulation (the seeds' autocast), except the XNOR products:
- *   binarised activations are +-1 in bf16 and weights +-1 per group, so each group's dot product is an
- *   exact integer; the group scales and the token scale are applied in fp32 afterwards. The XNOR
- *   products therefore equal the CPU path's exact ones, exact cancellations included;
+ *   GEMM operands in bf16 with fp32 accumulation (the seeds' autocast). The XNOR products are one GEMM of
+ *   the +-1 signs (exact in bf16) against sign(w) alpha rounded to bf16, as the seeds' autocast rounds
+ *   it, with the token scale applied in fp32 after; ob_cuda_qlinear_forward given a `dots` buffer
+ *   computes them exactly instead (integer group dots, fp32 scales: equal to the CPU path's), the
+ *   reference the fast path is tested against;
  *   attention on bf16 q, k, v (flash-style kernels, fp32 softmax statistics);
  *   Newton-Schulz in bf16 like the seeds.
  *
@@ -66,7 +67,7 @@ typedef struct ob_cuda_model {
     /* backward scratch */
     void *grad_mem;
     float *dres, *dnext, *dx0, *dxf, *dmo, *dmix, *dsm, *blk_res, *blk_branch, *blk_dn, *dy_attn, *dqkv, *dq, *dk, *dv;
-    float *dh, *dact, *dhid, *dskip, *dS, *dSn, *dlogits, *dhead, *demb, *colsum, *dots, *ar_qpart, *ar_kpart;
+    float *dh, *dact, *dhid, *dskip, *dS, *dSn, *dlogits, *dhead, *demb, *colsum, *ar_qpart, *ar_kpart;
     float **ar_tab, **dS_tab;        /* device arrays of the AttnRes stored tensors and their gradients */
     int *id_counts, *id_offsets, *id_list; /* the embedding backward's grouping by token id */
     __nv_bfloat16 *g_bf, *g_bf2;     /* bf16 copies of gradients for the GEMMs */
@@ -313,22 +314,115 @@ __global__ static void ob__k_rmsnorm_bwd(float *dx, const float *dy, const float
     float mean = dot / C, r = rstd[blockIdx.x];
     for (int i = threadIdx.x; i < C; i += blockDim.x) dx[o + i] += r * (dy[o + i] - y[o + i] * mean);
 }
-/* ob_binarize_act_ref, split for the exact XNOR product: signs (+-1, bf16) and beta = max(mean|x|, 1e-8). */
-__global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const float *x, int K) {
+/* ob_binarize_act_ref: beta = max(mean|x|, 1e-8) and the signs (+-1; 0 counts as +1) in bf16, scaled by
+ * beta when `scaled` (the operand of the bf16 XNOR GEMM, rounded as the seeds' autocast rounds it) or not
+ * (the exact path's integer dots). */
+__global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const float *x, int K, int scaled) {
     size_t o = (size_t)blockIdx.x * K;
     float s = 0.0f;
     for (int i = threadIdx.x; i < K; i += blockDim.x) s += fabsf(x[o + i]);
     s = ob__block_sum(s);
-    if (threadIdx.x == 0) beta[blockIdx.x] = fmaxf(s / K, 1e-8f);
-    for (int i = threadIdx.x; i < K; i += blockDim.x) sx[o + i] = __float2bfloat16(x[o + i] >= 0.0f ? 1.0f : -1.0f);
+    float bt = fmaxf(s / K, 1e-8f), mag = scaled ? bt : 1.0f;
+    if (threadIdx.x == 0) beta[blockIdx.x] = bt;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) sx[o + i] = __float2bfloat16(x[o + i] >= 0.0f ? mag : -mag);
 }
+
+/* The same three row kernels with the row held in registers: 128 threads per row, NV float4 per thread
+ * (rows of C <= 512 NV floats, C % 4 == 0), one read of the row instead of two, 16-byte accesses. The
+ * launchers (ob_cuda_rmsnorm_forward, ...) pick them when the row fits. */
+#define OB__ROW_THREADS 128
+template <int NV>
+__device__ static int ob__row_load(float4 (&v)[NV], const float *row, int C) {
+    int n4 = C >> 2;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        v[j] = i < n4 ? reinterpret_cast<const float4 *>(row)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    return n4;
+}
+template <int NV>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C) {
+    size_t o = (size_t)blockIdx.x * C;
+    float4 v[NV];
+    int n4 = ob__row_load<NV>(v, x + o, C);
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    ss = ob__block_sum(ss);
+    float r = rsqrtf(ss / C + 1.1920928955078125e-07f);
+    if (threadIdx.x == 0 && rstd) rstd[blockIdx.x] = r;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        if (i >= n4) break;
+        float4 w = make_float4(v[j].x * r, v[j].y * r, v[j].z * r, v[j].w * r);
+        reinterpret_cast<float4 *>(y + o)[i] = w;
+        if (ybf) {
+            __nv_bfloat162 *yb = reinterpret_cast<__nv_bfloat162 *>(ybf + o) + 2 * i;
+            yb[0] = __floats2bfloat162_rn(w.x, w.y);
+            yb[1] = __floats2bfloat162_rn(w.z, w.w);
+        }
+    }
+}
+template <int NV>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, const float *dy, const float *y, const float *rstd, int C) {
+    size_t o = (size_t)blockIdx.x * C;
+    float4 g[NV], w[NV];
+    int n4 = ob__row_load<NV>(g, dy + o, C);
+    ob__row_load<NV>(w, y + o, C);
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) dot += g[j].x * w[j].x + g[j].y * w[j].y + g[j].z * w[j].z + g[j].w * w[j].w;
+    dot = ob__block_sum(dot);
+    float mean = dot / C, r = rstd[blockIdx.x];
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        if (i >= n4) break;
+        float4 *d = reinterpret_cast<float4 *>(dx + o) + i, a = *d;
+        a.x += r * (g[j].x - w[j].x * mean); a.y += r * (g[j].y - w[j].y * mean);
+        a.z += r * (g[j].z - w[j].z * mean); a.w += r * (g[j].w - w[j].w * mean);
+        *d = a;
+    }
+}
+template <int NV>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(__nv_bfloat16 *sx, float *beta, const float *x, int K, int scaled) {
+    size_t o = (size_t)blockIdx.x * K;
+    float4 v[NV];
+    int n4 = ob__row_load<NV>(v, x + o, K);
+    float s = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; j++) s += fabsf(v[j].x) + fabsf(v[j].y) + fabsf(v[j].z) + fabsf(v[j].w);
+    s = ob__block_sum(s);
+    float bt = fmaxf(s / K, 1e-8f), m = scaled ? bt : 1.0f;
+    if (threadIdx.x == 0) beta[blockIdx.x] = bt;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        if (i >= n4) break;
+        __nv_bfloat162 *sb = reinterpret_cast<__nv_bfloat162 *>(sx + o) + 2 * i;
+        sb[0] = __floats2bfloat162_rn(v[j].x >= 0.0f ? m : -m, v[j].y >= 0.0f ? m : -m);
+        sb[1] = __floats2bfloat162_rn(v[j].z >= 0.0f ? m : -m, v[j].w >= 0.0f ? m : -m);
+    }
+}
+/* float4 per thread for a row of C, 0 when the row does not fit the register-held kernels */
+static int ob__row_nv(int C) {
+    if (C % 4 || C > 8 * 4 * OB__ROW_THREADS) return 0;
+    int nv = (C / 4 + OB__ROW_THREADS - 1) / OB__ROW_THREADS;
+    return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : 8;
+}
+#define OB__ROW_LAUNCH(kernel, nv, M, ...)                                                                      \
+    do {                                                                                                        \
+        switch (nv) {                                                                                           \
+        case 1: kernel<1><<<(M), OB__ROW_THREADS, 0, g->stream>>>(__VA_ARGS__); break;                          \
+        case 2: kernel<2><<<(M), OB__ROW_THREADS, 0, g->stream>>>(__VA_ARGS__); break;                          \
+        case 4: kernel<4><<<(M), OB__ROW_THREADS, 0, g->stream>>>(__VA_ARGS__); break;                          \
+        default: kernel<8><<<(M), OB__ROW_THREADS, 0, g->stream>>>(__VA_ARGS__); break;                         \
+        }                                                                                                       \
+    } while (0)
 __global__ static void ob__k_to_bf16(__nv_bfloat16 *out, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = __float2bfloat16(in[i]);
-}
-/* out = in * rowscale[row] (bf16), for the weight gradient of a binarised layer: (beta dY)^T S. */
-__global__ static void ob__k_rowscale_bf16(__nv_bfloat16 *out, const float *in, const float *rowscale, int N, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16(in[i] * rowscale[i / (size_t)N]);
 }
 /* The XNOR product's epilogue: y[m, n] = beta_m sum_g alpha[n, g] dot_g[m, n], from G group dots. */
 __global__ static void ob__k_xnor_combine(float *y, const float *dots, const float *alpha, const float *beta, int M, int N, int G) {
@@ -356,7 +450,9 @@ __global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const fl
         out[i] = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * y[i];
 }
 /* Column sums of a (rows, D) product a (.) b in a fixed order (deterministic): partials per block of
- * rows, then a second kernel. Used for the gradients of per-channel scales and mixes. */
+ * OB__COLSUM_ROWS rows (enough blocks to keep the loads in flight), then a second kernel. Used for the
+ * gradients of per-channel scales and mixes. */
+#define OB__COLSUM_ROWS 64
 __global__ static void ob__k_colsum_partial(float *part, const float *a, const float *b, int rows, int D, int rows_per_block) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= D) return;
@@ -494,39 +590,76 @@ __global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const flo
     }
 }
 
-/* ob_smear_forward: one thread per (sequence, channel), a running sum along the sequence. */
-__global__ static void ob__k_smear_fwd(float *y, const float *x, const float *gate, int B, int T, int C) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= B * C) return;
-    int b = i / C, c = i % C;
-    float g = tanhf(gate[c]);
+/* ob_smear_forward: y_t = x_t + tanh(gate) (mean(x_0..x_t) - x_t), the running mean in double like the
+ * CPU path. A sequential scan per (sequence, channel) leaves the GPU idle (B x C threads walking T
+ * tokens), so each sequence is cut into OB__SMEAR_CHUNKS chunks: block (32 channels) x (chunks);
+ * every thread sums its chunk, the chunk sums are prefix-added in shared memory, then each thread
+ * walks its chunk from its prefix. Grid (C / 32, B). */
+#define OB__SMEAR_CHUNKS 16
+__global__ static void __launch_bounds__(32 * OB__SMEAR_CHUNKS) ob__k_smear_fwd(float *y, const float *x, const float *gate, int B, int T, int C) {
+    __shared__ double part[OB__SMEAR_CHUNKS][32];
+    int c = blockIdx.x * 32 + threadIdx.x, ch = threadIdx.y, b = blockIdx.y, len = (T + OB__SMEAR_CHUNKS - 1) / OB__SMEAR_CHUNKS;
+    int t0 = ch * len, t1 = min(T, t0 + len);
+    const float *xb = x + (size_t)b * T * C;
+    double s = 0.0;
+    if (c < C)
+        for (int t = t0; t < t1; t++) s += xb[(size_t)t * C + c];
+    part[ch][threadIdx.x] = s;
+    __syncthreads();
+    if (c >= C) return;
     double sum = 0.0;
-    for (int t = 0; t < T; t++) {
-        size_t o = ((size_t)b * T + t) * C + c;
-        sum += x[o];
+    for (int k = 0; k < ch; k++) sum += part[k][threadIdx.x];
+    float g = tanhf(gate[c]);
+    float *yb = y + (size_t)b * T * C;
+    for (int t = t0; t < t1; t++) {
+        size_t o = (size_t)t * C + c;
+        sum += xb[o];
         float mean = (float)(sum / (t + 1));
-        y[o] = x[o] + g * (mean - x[o]);
+        yb[o] = xb[o] + g * (mean - xb[o]);
     }
 }
-/* ob_smear_backward: suffix sums for dx; dgate partials per (sequence, channel). */
-__global__ static void ob__k_smear_bwd(float *dx, float *gpart, const float *dy, const float *x, const float *gate, int B, int T, int C) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= B * C) return;
-    int b = i / C, c = i % C;
-    float g = tanhf(gate[c]);
-    double sum = 0.0, dg = 0.0, rev = 0.0;
-    for (int t = 0; t < T; t++) {
-        size_t o = ((size_t)b * T + t) * C + c;
-        sum += x[o];
-        float mean = (float)(sum / (t + 1));
-        dg += (double)dy[o] * (mean - x[o]) * (1.0f - g * g);
+/* ob_smear_backward: dx_t += (1 - g) dy_t + g sum_{s >= t} dy_s / (s + 1) (a suffix sum, chunked the
+ * same way in reverse), and the gate's partial gradient per (sequence, channel) into gpart. */
+__global__ static void __launch_bounds__(32 * OB__SMEAR_CHUNKS) ob__k_smear_bwd(float *dx, float *gpart, const float *dy, const float *x, const float *gate,
+                                                                            int B, int T, int C) {
+    __shared__ double xsum[OB__SMEAR_CHUNKS][32], rsum[OB__SMEAR_CHUNKS][32], dgs[OB__SMEAR_CHUNKS][32];
+    int c = blockIdx.x * 32 + threadIdx.x, ch = threadIdx.y, b = blockIdx.y, len = (T + OB__SMEAR_CHUNKS - 1) / OB__SMEAR_CHUNKS;
+    int t0 = ch * len, t1 = min(T, t0 + len);
+    size_t base = (size_t)b * T * C;
+    double sx = 0.0, sr = 0.0;
+    if (c < C)
+        for (int t = t0; t < t1; t++) {
+            size_t o = base + (size_t)t * C + c;
+            sx += x[o];
+            sr += (double)dy[o] / (t + 1);
+        }
+    xsum[ch][threadIdx.x] = sx;
+    rsum[ch][threadIdx.x] = sr;
+    __syncthreads();
+    double sum = 0.0, rev = 0.0, dg = 0.0;
+    if (c < C) {
+        for (int k = 0; k < ch; k++) sum += xsum[k][threadIdx.x];
+        for (int k = ch + 1; k < OB__SMEAR_CHUNKS; k++) rev += rsum[k][threadIdx.x];
+        float g = tanhf(gate[c]);
+        for (int t = t0; t < t1; t++) {
+            size_t o = base + (size_t)t * C + c;
+            sum += x[o];
+            float mean = (float)(sum / (t + 1));
+            dg += (double)dy[o] * (mean - x[o]) * (1.0f - g * g);
+        }
+        for (int t = t1 - 1; t >= t0; t--) {
+            size_t o = base + (size_t)t * C + c;
+            rev += (double)dy[o] / (t + 1);
+            dx[o] += (1.0f - g) * dy[o] + g * (float)rev;
+        }
     }
-    for (int t = T - 1; t >= 0; t--) {
-        size_t o = ((size_t)b * T + t) * C + c;
-        rev += (double)dy[o] / (t + 1);
-        dx[o] += (1.0f - g) * dy[o] + g * (float)rev;
+    dgs[ch][threadIdx.x] = dg;
+    __syncthreads();
+    if (ch == 0 && c < C) {
+        double total = 0.0;
+        for (int k = 0; k < OB__SMEAR_CHUNKS; k++) total += dgs[k][threadIdx.x];
+        gpart[(size_t)b * C + c] = (float)total;
     }
-    gpart[(size_t)b * C + c] = (float)dg;
 }
 
 /* ob__attnres_forward: one block per token. w (BT, w_stride). */
@@ -691,8 +824,8 @@ __global__ static void ob__k_embed_bwd(float *dE, const float *demb, const int *
 
 /* Naive attention, the fallback and the GPU reference: one warp per (batch, head, query) for the
  * forward; the backward recomputes the probabilities, one warp per query row for dq and one warp per
- * key column for dk / dv (no atomics: deterministic). Used when no flash kernel is compiled in
- * (OB_HAVE_FLASH_ATTENTION). q (B,T,H,d), k / v (B,T,Hkv,d), o (B,T,H,d) bf16, lse (B,H,T). */
+ * key column for dk / dv (no atomics: deterministic). Used for head dims the flash kernels do not
+ * take (they take 32, 64, 96, 128). q (B,T,H,d), k / v (B,T,Hkv,d), o (B,T,H,d) bf16, lse (B,H,T). */
 __global__ static void ob__k_attn_naive_fwd(__nv_bfloat16 *o, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                                             const __nv_bfloat16 *v, int B, int T, int H, int Hkv, int d) {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
@@ -898,9 +1031,13 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
         OB_CUDA_LAUNCHED();
         return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
     }
-    int gs = g->cfg.group_size, G = K / gs;
-    ob__k_binarize_act<<<M, 256, 0, g->stream>>>(in_bf, beta, in, K);
+    int gs = g->cfg.group_size, G = K / gs, nv = ob__row_nv(K), scaled = dots == NULL;
+    if (nv) OB__ROW_LAUNCH(ob__k_binarize_act_v, nv, M, in_bf, beta, in, K, scaled);
+    else ob__k_binarize_act<<<M, 256, 0, g->stream>>>(in_bf, beta, in, K, scaled);
     OB_CUDA_LAUNCHED();
+    /* one GEMM: X_b = sign(x) beta against W_q = sign(w) alpha, both rounded to bf16 as the seeds'
+     * autocast rounds them, fp32 accumulation; the backward's dW = dY^T X_b reads the same X_b */
+    if (!dots) return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
     __nv_bfloat16 *ws = ob__dev_bf(g, w_host, g->wsign);
     /* group gi: dots[gi] (M, N) = S_x[:, gi] S_w[:, gi]^T, both with row stride K */
     for (int gi = 0; gi < G; gi++)
@@ -910,35 +1047,35 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-/* Its backward (STE): dX = dY W_q; dW += dY^T X_b = (beta dY)^T S for a binarised input. */
-static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *dout, const __nv_bfloat16 *in_bf, const float *beta,
-                                    const float *w_host, int M, int K, int N, int binarize_in) {
+/* Its backward (STE): dX = dY W_q; dW += dY^T X, X the bf16 operand of the forward (for a binarised
+ * input X_b = sign(x) beta: the gradient of the product with respect to its binarised input). */
+static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *dout, const __nv_bfloat16 *in_bf, const float *w_host, int M,
+                                    int K, int N) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     float *dw = ob__dev(g, w_host, g->grads);
     ob__k_to_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf, dout, (size_t)M * N);
     OB_CUDA_LAUNCHED();
     OB_TRY(ob__linear_bwd_x(g, din, g->g_bf, wq, M, K, N, 0.0f));
-    if (binarize_in) {
-        ob__k_rowscale_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf2, dout, beta, N, (size_t)M * N);
-        OB_CUDA_LAUNCHED();
-        return ob__linear_bwd_w(g, dw, g->g_bf2, in_bf, M, K, N);
-    }
     return ob__linear_bwd_w(g, dw, g->g_bf, in_bf, M, K, N);
 }
 
 static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int M, int C) {
-    ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
+    int nv = ob__row_nv(C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C);
+    else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const float *dy, const float *y, const float *rstd, int M, int C) {
-    ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dy, y, rstd, C);
+    int nv = ob__row_nv(C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dy, y, rstd, C);
+    else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dy, y, rstd, C);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 /* dcol[c] += sum over rows of a (.) b (b may be NULL): deterministic two-pass column sums. */
 static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float *b, int rows, int D) {
-    int rpb = 256, parts = (rows + rpb - 1) / rpb;
+    int rpb = OB__COLSUM_ROWS, parts = (rows + rpb - 1) / rpb;
     dim3 grid((D + 127) / 128, parts);
     ob__k_colsum_partial<<<grid, 128, 0, g->stream>>>(g->colsum, a, b, rows, D, rpb);
     OB_CUDA_LAUNCHED();
@@ -972,12 +1109,12 @@ static int ob_cuda_resid_mix_backward(ob_cuda_model *g, float *dx, float *dx0, f
     return OB_OK;
 }
 static int ob_cuda_smear_forward(ob_cuda_model *g, float *y, const float *x, const float *gate, int B, int T, int C) {
-    ob__k_smear_fwd<<<(B * C + 255) / 256, 256, 0, g->stream>>>(y, x, gate, B, T, C);
+    ob__k_smear_fwd<<<dim3((C + 31) / 32, B), dim3(32, OB__SMEAR_CHUNKS), 0, g->stream>>>(y, x, gate, B, T, C);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 static int ob_cuda_smear_backward(ob_cuda_model *g, float *dx, float *dgate, const float *dy, const float *x, const float *gate, int B, int T, int C) {
-    ob__k_smear_bwd<<<(B * C + 255) / 256, 256, 0, g->stream>>>(dx, g->colsum, dy, x, gate, B, T, C);
+    ob__k_smear_bwd<<<dim3((C + 31) / 32, B), dim3(32, OB__SMEAR_CHUNKS), 0, g->stream>>>(dx, g->colsum, dy, x, gate, B, T, C);
     OB_CUDA_LAUNCHED();
     ob__k_colsum_final<<<(C + 127) / 128, 128, 0, g->stream>>>(dgate, g->colsum, B, C);
     OB_CUDA_LAUNCHED();
@@ -993,28 +1130,1307 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
+/* ---- Flash attention: causal GQA, forward + backward, bf16 in, fp32 accumulate ----
+ *
+ * Header-only. Include it in a .cu file built for sm_90a (-gencode=arch=compute_90a,code=sm_90a).
+ * Public API (C-callable signatures, stream-ordered, graph-capturable, no allocation inside):
+ *   ob_cuda_attention_forward, ob_cuda_attention_backward, ob_cuda_attention_backward_workspace.
+ * Everything else lives in an anonymous namespace and is prefixed ob__attn_.
+ *
+ * Layouts: q, o (B,T,H,D) bf16; k, v (B,T,Hkv,D) bf16; lse (B,H,T) fp32 (natural log of the softmax
+ * denominator of the scaled scores); dq (B,T,H,D), dk, dv (B,T,Hkv,D) fp32. Query head h reads kv head
+ * h / (H / Hkv). Scores s = q.k / sqrt(D), causal (query t sees keys 0..t). D in {32, 64, 96, 128}.
+ *
+ * ---------------------------------------------------------------------------------------------------
+ * Tiling
+ * ---------------------------------------------------------------------------------------------------
+ * Two code paths share one kernel body per pass (template flag WG):
+ *   WG = true : Hopper warpgroup MMA (wgmma.mma_async, sm_90a). Operands come straight from shared
+ *               memory through matrix descriptors; P and dS are fed from registers where possible.
+ *   WG = false: mma.sync.m16n8k16 (bf16) with ldmatrix; a fallback and a cross-check of the first.
+ * The public launchers use the wgmma path.
+ *
+ * Shared-memory tile layout (both paths): a tile of R rows x C bf16 columns is stored as C/16 column
+ * blocks of 16 elements (32 bytes); a column block holds its R rows back to back (32 B per row), and
+ * the two 16-byte halves of a row are swapped on rows with bit 2 set (the "32-byte swizzle" that the
+ * wgmma descriptors expect: address bit 4 ^= address bit 7). This gives conflict-free ldmatrix and
+ * wgmma reads; every tile is 1024-byte aligned. Tiles are filled with 16-byte cp.async (rows beyond T
+ * are zero-filled), double buffered so the next tile streams in while the current one is used.
+ *
+ * Forward (ob__attn_fwd_kernel): one CTA = 256 threads (8 warps = 2 warpgroups) per (b, h, 128-query
+ *   tile); heavy (late) query tiles are launched first. Each warp owns 16 query rows; with wgmma each
+ *   warpgroup computes S = Q K^T for its 64 rows (m64 n128 k16 steps) and O += P V (m64 nD, P from
+ *   registers). Key tiles of BC keys (128 wgmma, 64 mma.sync) are visited 0..diagonal; tiles past the
+ *   diagonal are never loaded; the diagonal tiles are masked; a warp(group) whose rows all precede a
+ *   key tile skips it. Online softmax in base 2 with fp32 running max / sum; P is rounded to bf16 for
+ *   the PV product. Shared memory: Q tile (128 x D), 2 x (K, V) tiles (BC x D) = 160 KB at D = 128.
+ *   O is staged through the Q tile's shared memory for coalesced 16-byte stores.
+ *
+ * Backward: three steps, all deterministic.
+ *   1. ob__attn_bwd_pre_kernel: Di = rowsum(dO * O) and lse*log2(e) into the workspace, and zeroes the
+ *      per-(b, h, query tile) turn counters.
+ *   2. ob__attn_bwd_kernel: one CTA (8 warps) per (b, kv head, 128-key tile), launched in order of
+ *      increasing key tile within each (b, kv head). Warpgroup wg owns keys 64wg..64wg+63 of the tile;
+ *      each warp owns 16 keys. K and V stay in shared memory; the CTA walks every query head of its
+ *      GQA group and every 64-query tile at or after the diagonal (latest first), double-buffering
+ *      Q, dO, lse, Di. Per step: S^T = K Q^T and dP^T = V dO^T (m64 n64), P^T = exp2(S^T*c - lse2),
+ *      dS^T = P^T (dP^T - Di); dV += P^T dO and dK += dS^T Q with P / dS fed from registers, so dK and
+ *      dV (fp32, 16 keys x D per warp) accumulate in registers over all heads and query tiles and are
+ *      written once (no reduction across CTAs is needed: the CTA owns its key rows for all heads).
+ *      dS^T goes to shared memory (128 x 64 bf16) and dQ_partial = dS K (64 x D, warpgroup wg makes
+ *      columns wg*D/2..) is added into the fp32 dq output in a FIXED order: the contributions to one
+ *      query tile come from key tiles 0, 1, ..., in that order; key tile 0 stores, key tile j waits
+ *      until the tile's counter reads j, adds, and releases j+1 (acquire / release at gpu scope). Since
+ *      all CTAs of a group start on the same (latest) query tile and walk the same sequence, the
+ *      waiting CTA is at most one dq update behind its predecessor. This relies on CTAs of one grid
+ *      being dispatched in increasing block index (CTA j-1 is resident or done before CTA j runs); a
+ *      4-second timeout traps instead of hanging if that ever failed.
+ *      Shared memory: K, V (128 x D each), 2 x (Q, dO) (64 x D each), dS^T (128 x 64), lse / Di:
+ *      145 KB at D = 128. One CTA per SM.
+ * The launchers do not synchronise, allocate, or call anything but kernel launches (plus a one-time
+ * cudaFuncSetAttribute for the dynamic shared-memory size).
+ */
+
+/* wgmma exists only in the sm_90a code; in the portable PTX pass its helpers compile to a trap, and the
+ * launchers never pick them there (ob__attn_use_wgmma probes which code the device runs). */
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define OB__WGASM(...) __trap()
+#else
+#define OB__WGASM(...) asm volatile(__VA_ARGS__)
+#endif
+namespace {
+
+constexpr float ob__attn_log2e = 1.4426950408889634f;
+constexpr float ob__attn_ln2 = 0.6931471805599453f;
+
+/* ---------------------------------------------------------------------------------------------- */
+/* small PTX helpers                                                                               */
+/* ---------------------------------------------------------------------------------------------- */
+__device__ __forceinline__ uint32_t ob__attn_smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* byte offset of the 16-byte chunk ch (= column / 8) of row r in a tile of R rows (see the header) */
+__device__ __forceinline__ uint32_t ob__attn_tofs(int r, int ch, int R) {
+    return (uint32_t)((((ch >> 1) * R + r) << 5) | ((((ch & 1) ^ (r >> 2)) & 1) << 4));
+}
+
+__device__ __forceinline__ void ob__attn_cp16(uint32_t dst, const void *src, bool valid) {
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void ob__attn_cp4(uint32_t dst, const void *src, bool valid) {
+    const int n = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void ob__attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void ob__attn_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+__device__ __forceinline__ void ob__attn_ldsm4(uint32_t addr, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void ob__attn_ldsm4t(uint32_t addr, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+/* c[0..3] += A(16x16, a[0..3]) * B(16x8, b0 b1), bf16 in, fp32 accumulate */
+__device__ __forceinline__ void ob__attn_mma(float *c, const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t ob__attn_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+__device__ __forceinline__ float ob__attn_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void ob__attn_sts32(uint32_t addr, uint32_t v) {
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ float2 ob__attn_lds_f2(uint32_t addr) {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr) : "memory");
+    return v;
+}
+__device__ __forceinline__ float4 ob__attn_lds_f4(uint32_t addr) {
+    float4 v;
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(addr) : "memory");
+    return v;
+}
+__device__ __forceinline__ void ob__attn_sts_f2(uint32_t addr, float x, float y) {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(x), "f"(y) : "memory");
+}
+/* fire-and-forget fp32 vector adds to global memory (used only under the dq turn protocol, where no two
+ * CTAs add to the same element concurrently and the order of the adds is fixed) */
+__device__ __forceinline__ void ob__attn_red_f4(float *p, float4 v) {
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
+}
+__device__ __forceinline__ void ob__attn_red_f2(float *p, float x, float y) {
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x), "f"(y) : "memory");
+}
+__device__ __forceinline__ uint4 ob__attn_lds_u4(uint32_t addr) {
+    uint4 v;
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
+    return v;
+}
+
+/* ---- wgmma (sm_90a) ---- */
+/* shared-memory matrix descriptor, 32-byte swizzle; lbo / sbo in bytes (see the tile layout) */
+__device__ __forceinline__ uint64_t ob__attn_desc(uint32_t saddr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)((lbo & 0x3FFFFu) >> 4) << 16) |
+           ((uint64_t)((sbo & 0x3FFFFu) >> 4) << 32) | (3ull << 62);
+}
+__device__ __forceinline__ void ob__attn_wg_fence() { OB__WGASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void ob__attn_wg_commit() { OB__WGASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void ob__attn_wg_wait() { OB__WGASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/* generic-proxy shared-memory writes (cp.async, st.shared) -> visible to the wgmma (async proxy) */
+__device__ __forceinline__ void ob__attn_fence_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+/* keeps the compiler from moving accumulator accesses across wgmma issue / wait */
+template <int N>
+__device__ __forceinline__ void ob__attn_fence_regs(float (&d)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* ob__attn_wgmma<N>::ss<TA, TB>: d(64 x N) (+)= A(64 x 16, smem) B(16 x N, smem); TA / TB = 1: A is
+ * M-major / B is N-major. ::rs<TB>: A from registers (the mma.sync A-fragment layout per warp).
+ * acc = 0 overwrites d. */
+template <int N>
+struct ob__attn_wgmma;
+template <> struct ob__attn_wgmma<16> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[8], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, %11, %12;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[8], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, %14;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+template <> struct ob__attn_wgmma<32> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[16], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[16], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, %22;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+template <> struct ob__attn_wgmma<48> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[24], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %26, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, %27, %28;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[24], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, %30;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+template <> struct ob__attn_wgmma<64> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[32], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[32], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+template <> struct ob__attn_wgmma<96> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[48], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, %48, %49, p, 1, 1, %51, %52;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[48], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, {%48, %49, %50, %51}, %52, p, 1, 1, %54;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+template <> struct ob__attn_wgmma<128> {
+    template <int TA, int TB>
+    static __device__ __forceinline__ void ss(float (&d)[64], uint64_t da, uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                     : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+    }
+    template <int TB>
+    static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t db, int acc) {
+        OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc), "n"(TB));
+    }
+};
+
+/* ---- ordered dq accumulation: acquire / release on a turn counter ---- */
+__device__ __forceinline__ uint64_t ob__attn_globaltimer() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %globaltimer;\n" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ void ob__attn_wait_turn(const int *p, int v) {
+    const uint64_t t0 = ob__attn_globaltimer();
+    for (;;) {
+        int x;
+        asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(x) : "l"(p) : "memory");
+        if (x >= v) break;
+        __nanosleep(64);
+        if (ob__attn_globaltimer() - t0 > 4000000000ull) __trap(); /* the predecessor never came */
+    }
+}
+__device__ __forceinline__ void ob__attn_release_turn(int *p, int v) {
+    asm volatile("st.release.gpu.global.b32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+
+/* copy R rows (row0.., rows >= T zero-filled) x D columns of a row-major bf16 matrix with row stride rs
+ * (elements) into the tile at shared address s; called by all 256 threads; 16-byte cp.async. The thread
+ * -> chunk map keeps 8 consecutive threads on 8 distinct bank groups and each row's 32-byte sectors whole. */
+template <int R, int D>
+__device__ __forceinline__ void ob__attn_load_tile(uint32_t s, const __nv_bfloat16 *g, size_t rs, int row0, int T, int tid) {
+    constexpr int CB = D / 16, NCH = R * D / 8;
+    static_assert(NCH % 256 == 0, "tile chunks must be a multiple of the CTA size");
+#pragma unroll
+    for (int it = 0; it < NCH / 256; ++it) {
+        const int c = tid + it * 256;
+        const int hb = c & 1, rlo = (c >> 1) & 3, qd = c >> 3;
+        const int cb = qd % CB, r = (qd / CB) * 4 + rlo, ch = cb * 2 + hb;
+        const int row = row0 + r;
+        const bool ok = row < T;
+        const __nv_bfloat16 *src = g + (ok ? (size_t)row * rs + (size_t)ch * 8 : (size_t)0);
+        ob__attn_cp16(s + ob__attn_tofs(r, ch, R), src, ok);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* forward                                                                                         */
+/* ---------------------------------------------------------------------------------------------- */
+template <int D, int BC>
+struct ob__attn_fwd_cfg {
+    static constexpr int BR = 128;                                  /* query rows per CTA */
+    static constexpr uint32_t SQ = BR * D * 2, SK = BC * D * 2;      /* tile bytes */
+    static constexpr uint32_t SMEM = SQ + 4 * SK + 1024;            /* + alignment slack */
+};
+
+/* forward epilogue: O / l to bf16, staged through this warp's own 16 rows of the Q tile (BR = 128 rows),
+ * stored with 16-byte coalesced writes; lse = (m + log2 l) ln 2. og / lp point at (b, row 0, h). */
+template <int D>
+__device__ __forceinline__ void ob__attn_fwd_epilogue(const float *acc, float l0, float l1, float m0, float m1, uint32_t sQ, __nv_bfloat16 *og,
+                                                      size_t rs, float *lp, int warp, int lane, int wrow, int T) {
+    constexpr int ND = D / 8, BR = 128;
+    const int g = lane >> 2, t4 = lane & 3, r0 = wrow + g;
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+#pragma unroll
+    for (int nd = 0; nd < ND; ++nd) {
+        ob__attn_sts32(sQ + ob__attn_tofs(16 * warp + g, nd, BR) + 4 * t4, ob__attn_pack(acc[4 * nd] * inv0, acc[4 * nd + 1] * inv0));
+        ob__attn_sts32(sQ + ob__attn_tofs(16 * warp + g + 8, nd, BR) + 4 * t4, ob__attn_pack(acc[4 * nd + 2] * inv1, acc[4 * nd + 3] * inv1));
+    }
+    __syncwarp();
+#pragma unroll
+    for (int c = lane; c < 16 * ND; c += 32) {
+        const int rr = c / ND, ch = c - rr * ND, row = wrow + rr;
+        if (row < T) *reinterpret_cast<uint4 *>(og + (size_t)row * rs + ch * 8) = ob__attn_lds_u4(sQ + ob__attn_tofs(16 * warp + rr, ch, BR));
+    }
+    if (t4 == 0) {
+        if (r0 < T) lp[r0] = (m0 + __log2f(l0)) * ob__attn_ln2;
+        if (r0 + 8 < T) lp[r0 + 8] = (m1 + __log2f(l1)) * ob__attn_ln2;
+    }
+}
+
+/* ob__attn_fwd_kernel: o = softmax(q k^T / sqrt(D), causal) v and lse, for one (b, h, 128-query tile)
+ * per CTA. WG selects wgmma (true) or mma.sync (false); BC is the key tile. */
+template <int D, int BC, bool WG>
+__global__ void __launch_bounds__(256, 1)
+    ob__attn_fwd_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
+                        const __nv_bfloat16 *__restrict__ v, __nv_bfloat16 *__restrict__ o, float *__restrict__ lse, int T, int H,
+                        int Hkv, int BH, int nqt, float sl2) {
+    using C = ob__attn_fwd_cfg<D, BC>;
+    constexpr int BR = C::BR, NB = BC / 8, ND = D / 8;
+    constexpr uint32_t SQ = C::SQ, SK = C::SK;
+    extern __shared__ uint8_t ob__attn_smem[];
+    const uint32_t sbase = (ob__attn_smem_u32(ob__attn_smem) + 1023u) & ~1023u;
+    const uint32_t sQ = sbase, sKV = sbase + SQ; /* K buf x at sKV + x*2*SK, V buf x at + SK */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2;
+    const int bh = (int)(blockIdx.x % (unsigned)BH), qt = nqt - 1 - (int)(blockIdx.x / (unsigned)BH);
+    const int b = bh / H, h = bh - b * H, hk = h / (H / Hkv);
+    const int q0 = qt * BR;
+    const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
+    const __nv_bfloat16 *qg = q + ((size_t)b * T * H + h) * D;
+    const __nv_bfloat16 *kg = k + ((size_t)b * T * Hkv + hk) * D;
+    const __nv_bfloat16 *vg = v + ((size_t)b * T * Hkv + hk) * D;
+    const int kend = min(T, q0 + BR);
+    const int nkt = (kend + BC - 1) / BC;
+
+    ob__attn_load_tile<BR, D>(sQ, qg, qrs, q0, T, tid);
+    ob__attn_load_tile<BC, D>(sKV, kg, krs, 0, T, tid);
+    ob__attn_load_tile<BC, D>(sKV + SK, vg, krs, 0, T, tid);
+    ob__attn_cp_commit();
+
+    float acc[D / 2]; /* O: [nd][4] in the mma C-fragment layout */
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+    float mrow0 = -INFINITY, mrow1 = -INFINITY, lrow0 = 0.f, lrow1 = 0.f;
+    const int wrow = q0 + 16 * warp; /* first query row of this warp */
+    const int r0 = wrow + g;         /* this thread's rows: r0, r0 + 8 */
+    const uint32_t offA = ob__attn_tofs(16 * warp + (lane & 15), lane >> 4, BR);
+    const uint32_t offB = ob__attn_tofs((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1, BC);
+    const uint32_t offV = ob__attn_tofs((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4, BC);
+
+    for (int j = 0; j < nkt; ++j) {
+        ob__attn_cp_wait<0>();
+        if constexpr (WG) ob__attn_fence_proxy();
+        __syncthreads();
+        if (j + 1 < nkt) {
+            const uint32_t nbuf = sKV + ((j + 1) & 1) * 2 * SK;
+            ob__attn_load_tile<BC, D>(nbuf, kg, krs, (j + 1) * BC, T, tid);
+            ob__attn_load_tile<BC, D>(nbuf + SK, vg, krs, (j + 1) * BC, T, tid);
+        }
+        ob__attn_cp_commit();
+        const uint32_t sK = sKV + (j & 1) * 2 * SK, sV = sK + SK;
+        const int k0 = j * BC;
+        const bool active = WG ? (k0 <= q0 + 64 * wg + 63) : (k0 <= wrow + 15);
+        if (!active) continue;
+
+        float s[BC / 2];
+        if constexpr (WG) {
+            ob__attn_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                const uint64_t da = ob__attn_desc(sQ + wg * 64 * 32 + kk * BR * 32, BR * 32, 256);
+                const uint64_t db = ob__attn_desc(sK + kk * BC * 32, BC * 32, 256);
+                ob__attn_wgmma<BC>::template ss<0, 0>(s, da, db, kk);
+            }
+            ob__attn_wg_commit();
+            ob__attn_wg_wait<0>();
+            ob__attn_fence_regs(s);
+        } else {
+#pragma unroll
+            for (int i = 0; i < BC / 2; ++i) s[i] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) {
+                uint32_t a[4];
+                ob__attn_ldsm4(sQ + offA + kk * BR * 32, a);
+#pragma unroll
+                for (int n2 = 0; n2 < BC / 16; ++n2) {
+                    uint32_t bb[4];
+                    ob__attn_ldsm4(sK + offB + n2 * 16 * 32 + kk * BC * 32, bb);
+                    ob__attn_mma(&s[8 * n2], a, bb[0], bb[1]);
+                    ob__attn_mma(&s[8 * n2 + 4], a, bb[2], bb[3]);
+                }
+            }
+        }
+        /* causal mask on tiles that reach past this warp's first row */
+        if (k0 + BC - 1 > wrow) {
+#pragma unroll
+            for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int key = k0 + 8 * nb + 2 * t4 + (e & 1), row = r0 + (e >> 1) * 8;
+                    if (key > row) s[4 * nb + e] = -INFINITY;
+                }
+        }
+        /* online softmax (base 2, running max in scaled units) */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+            mx0 = fmaxf(mx0, fmaxf(s[4 * nb], s[4 * nb + 1]));
+            mx1 = fmaxf(mx1, fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(mrow0, mx0 * sl2), mn1 = fmaxf(mrow1, mx1 * sl2);
+        const float al0 = ob__attn_ex2(mrow0 - mn0), al1 = ob__attn_ex2(mrow1 - mn1);
+        mrow0 = mn0;
+        mrow1 = mn1;
+        float ls0 = 0.f, ls1 = 0.f;
+        uint32_t pf[BC / 16][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+            const float p0 = ob__attn_ex2(fmaf(s[4 * nb], sl2, -mn0)), p1 = ob__attn_ex2(fmaf(s[4 * nb + 1], sl2, -mn0));
+            const float p2 = ob__attn_ex2(fmaf(s[4 * nb + 2], sl2, -mn1)), p3 = ob__attn_ex2(fmaf(s[4 * nb + 3], sl2, -mn1));
+            ls0 += p0 + p1;
+            ls1 += p2 + p3;
+            pf[nb >> 1][(nb & 1) * 2] = ob__attn_pack(p0, p1);
+            pf[nb >> 1][(nb & 1) * 2 + 1] = ob__attn_pack(p2, p3);
+        }
+        lrow0 = lrow0 * al0 + ls0;
+        lrow1 = lrow1 * al1 + ls1;
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+            acc[4 * nd] *= al0;
+            acc[4 * nd + 1] *= al0;
+            acc[4 * nd + 2] *= al1;
+            acc[4 * nd + 3] *= al1;
+        }
+        /* O += P V */
+        if constexpr (WG) {
+            ob__attn_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; ++kk) {
+                const uint64_t db = ob__attn_desc(sV + kk * 16 * 32, BC * 32, 256);
+                ob__attn_wgmma<D>::template rs<1>(acc, pf[kk], db, 1);
+            }
+            ob__attn_wg_commit();
+            ob__attn_wg_wait<0>();
+            ob__attn_fence_regs(acc);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; ++kk)
+#pragma unroll
+                for (int n2 = 0; n2 < D / 16; ++n2) {
+                    uint32_t bb[4];
+                    ob__attn_ldsm4t(sV + offV + kk * 16 * 32 + n2 * BC * 32, bb);
+                    ob__attn_mma(&acc[8 * n2], pf[kk], bb[0], bb[1]);
+                    ob__attn_mma(&acc[8 * n2 + 4], pf[kk], bb[2], bb[3]);
+                }
+        }
+    }
+
+    ob__attn_fwd_epilogue<D>(acc, lrow0, lrow1, mrow0, mrow1, sQ, o + ((size_t)b * T * H + h) * D, qrs, lse + (size_t)bh * T, warp, lane, wrow, T);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* backward                                                                                        */
+/* ---------------------------------------------------------------------------------------------- */
+constexpr int ob__attn_bq = 64;  /* query rows per backward step */
+constexpr int ob__attn_bk = 128; /* keys per backward CTA */
+
+template <int D>
+struct ob__attn_bwd_cfg {
+    static constexpr uint32_t SKV = ob__attn_bk * D * 2, SQD = ob__attn_bq * D * 2, SDS = ob__attn_bk * ob__attn_bq * 2;
+    static constexpr uint32_t SQA = ob__attn_bq * (D + 8) * 4; /* parked dQ partial (wgp kernel) */
+    static constexpr uint32_t SMEM = 2 * SKV + 4 * SQD + SDS + 4 * ob__attn_bq * 4 + SQA + 1024;
+};
+
+/* backward element-wise step for one warp's 16 keys x 64 queries (S^T, dP^T in the C-fragment layout):
+ * P^T = exp2(S^T*sl2 - lse2) (0 where key > query or query >= T), dS^T = P^T (dP^T - Di);
+ * returns both as bf16 A fragments (m = key, k = query) and stores dS^T into the shared tile sdS. */
+__device__ __forceinline__ void ob__attn_bwd_elem(const float *sa, const float *dpa, uint32_t (*pf)[4], uint32_t (*df)[4], uint32_t sL, uint32_t sDi,
+                                                  uint32_t sdS, int kl, int kw, int qb, int k0, int T, int t4, float sl2) {
+    const bool msk = (qb < k0 + ob__attn_bk) || (qb + ob__attn_bq > T);
+#pragma unroll
+    for (int nb = 0; nb < ob__attn_bq / 8; ++nb) {
+        const int qc = 8 * nb + 2 * t4;
+        const float2 L = ob__attn_lds_f2(sL + qc * 4), Dv = ob__attn_lds_f2(sDi + qc * 4);
+        float p[4], d[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float pe = ob__attn_ex2(fmaf(sa[4 * nb + e], sl2, -((e & 1) ? L.y : L.x)));
+            if (msk) {
+                const int key = kw + (e >> 1) * 8, qq = qb + qc + (e & 1);
+                if (key > qq || qq >= T) pe = 0.f;
+            }
+            p[e] = pe;
+            d[e] = pe * (dpa[4 * nb + e] - ((e & 1) ? Dv.y : Dv.x));
+        }
+        pf[nb >> 1][(nb & 1) * 2] = ob__attn_pack(p[0], p[1]);
+        pf[nb >> 1][(nb & 1) * 2 + 1] = ob__attn_pack(p[2], p[3]);
+        df[nb >> 1][(nb & 1) * 2] = ob__attn_pack(d[0], d[1]);
+        df[nb >> 1][(nb & 1) * 2 + 1] = ob__attn_pack(d[2], d[3]);
+        ob__attn_sts32(sdS + ob__attn_tofs(kl, nb, ob__attn_bk) + 4 * t4, df[nb >> 1][(nb & 1) * 2]);
+        ob__attn_sts32(sdS + ob__attn_tofs(kl + 8, nb, ob__attn_bk) + 4 * t4, df[nb >> 1][(nb & 1) * 2 + 1]);
+    }
+}
+
+/* ordered accumulation of one warp's dq fragment (16 queries from row rq, D/2 columns from col0, C layout)
+ * into dq (fp32, row stride rs): key tile 0 stores; key tile j waits for the tile's counter to reach j,
+ * adds (red.add: the turn makes this CTA the only writer of the tile, and the fence + release / acquire
+ * chain orders its adds after those of tile j-1, so every element sees its adds in key-tile order),
+ * and releases j + 1. Called by all 256 threads (contains barriers). */
+template <int D>
+__device__ __forceinline__ void ob__attn_dq_update(const float *qa, int *cp, float *dqg, size_t rs, int rq, int col0, int j, int T, int tid,
+                                                   float scale) {
+    if (j > 0) {
+        if (tid == 0) ob__attn_wait_turn(cp, j);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int nb = 0; nb < D / 16; ++nb) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int row = rq + 8 * hf;
+            if (row < T) {
+                float *p = dqg + (size_t)row * rs + col0 + 8 * nb;
+                const float x = qa[4 * nb + 2 * hf] * scale, y = qa[4 * nb + 2 * hf + 1] * scale;
+                if (j > 0) ob__attn_red_f2(p, x, y);
+                else __stcg(reinterpret_cast<float2 *>(p), make_float2(x, y));
+            }
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) ob__attn_release_turn(cp, j + 1);
+}
+
+/* ordered accumulation of a parked dQ partial (fp32 64 x D in shared memory, row stride D + 8, already
+ * scaled) into the rows qb.. of dq: as ob__attn_dq_update, with 16-byte coalesced accesses. */
+template <int D>
+__device__ __forceinline__ void ob__attn_dq_update_smem(uint32_t sQa, int *cp, float *dqg, size_t rs, int qb, int j, int T, int tid) {
+    if (j > 0) {
+        if (tid == 0) ob__attn_wait_turn(cp, j);
+        __syncthreads();
+    }
+    constexpr int C4 = D / 4;
+#pragma unroll
+    for (int it = 0; it < ob__attn_bq * C4 / 256; ++it) {
+        const int c = tid + it * 256, r = c / C4, cc = c - r * C4, row = qb + r;
+        if (row < T) {
+            const float4 val = ob__attn_lds_f4(sQa + (r * (D + 8) + cc * 4) * 4);
+            float *p = dqg + (size_t)row * rs + cc * 4;
+            if (j > 0) ob__attn_red_f4(p, val);
+            else __stcg(reinterpret_cast<float4 *>(p), val);
+        }
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) ob__attn_release_turn(cp, j + 1);
+}
+
+/* dK (scaled) and dV of this thread's key rows kw, kw + 8 (C layout, D columns) */
+template <int D>
+__device__ __forceinline__ void ob__attn_store_dkv(const float *dKa, const float *dVa, float *dkg, float *dvg, size_t rs, int kw, int t4, int T,
+                                                   float scale) {
+#pragma unroll
+    for (int nd = 0; nd < D / 8; ++nd) {
+        const int col = 8 * nd + 2 * t4;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int key = kw + 8 * hf;
+            if (key < T) {
+                *reinterpret_cast<float2 *>(dkg + (size_t)key * rs + col) = make_float2(dKa[4 * nd + 2 * hf] * scale, dKa[4 * nd + 2 * hf + 1] * scale);
+                *reinterpret_cast<float2 *>(dvg + (size_t)key * rs + col) = make_float2(dVa[4 * nd + 2 * hf], dVa[4 * nd + 2 * hf + 1]);
+            }
+        }
+    }
+}
+
+/* ob__attn_bwd_pre_kernel: di[b,h,t] = sum_d dO*O (fp32), lse2 = lse*log2(e), and zeroes the turn
+ * counters. One 16-byte chunk per thread, TPR threads per (b, t, h) row. */
+template <int D>
+__global__ void __launch_bounds__(256)
+    ob__attn_bwd_pre_kernel(const __nv_bfloat16 *__restrict__ o, const __nv_bfloat16 *__restrict__ dout,
+                            const float *__restrict__ lse, float *__restrict__ di, float *__restrict__ lse2, int *__restrict__ ctr,
+                            long long nrows, int T, int H, int nctr) {
+    constexpr int TPR = D <= 32 ? 4 : D <= 64 ? 8 : 16;
+    const long long gt = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (gt < nctr) ctr[gt] = 0;
+    const long long row = gt / TPR;
+    const int c = (int)(gt % TPR);
+    float acc = 0.f;
+    if (row < nrows && c < D / 8) {
+        const uint4 a = *reinterpret_cast<const uint4 *>(o + row * D + c * 8);
+        const uint4 bv = *reinterpret_cast<const uint4 *>(dout + row * D + c * 8);
+        const __nv_bfloat162 *pa = reinterpret_cast<const __nv_bfloat162 *>(&a);
+        const __nv_bfloat162 *pb = reinterpret_cast<const __nv_bfloat162 *>(&bv);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 fa = __bfloat1622float2(pa[i]), fb = __bfloat1622float2(pb[i]);
+            acc = fmaf(fa.x, fb.x, acc);
+            acc = fmaf(fa.y, fb.y, acc);
+        }
+    }
+#pragma unroll
+    for (int m = TPR / 2; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+    if (row < nrows && c == 0) {
+        const int hh = (int)(row % H);
+        const long long bt = row / H;
+        const int t = (int)(bt % T);
+        const long long b = bt / T;
+        const size_t idx = ((size_t)b * H + hh) * T + t;
+        di[idx] = acc;
+        lse2[idx] = lse[idx] * ob__attn_log2e;
+    }
+}
+
+/* ob__attn_bwd_kernel: for one (b, kv head, 128-key tile): dK, dV over all query heads of the group and
+ * all query tiles at or after the diagonal (written once, fp32), and this tile's contributions to dq,
+ * added in key-tile order (see the header). */
+template <int D, bool WG>
+__global__ void __launch_bounds__(256, 1)
+    ob__attn_bwd_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
+                        const __nv_bfloat16 *__restrict__ v, const __nv_bfloat16 *__restrict__ dout, const float *__restrict__ di,
+                        const float *__restrict__ lse2, int *__restrict__ ctr, float *__restrict__ dq, float *__restrict__ dk,
+                        float *__restrict__ dv, int T, int H, int Hkv, int nkt, int nqt, float scale, float sl2) {
+    using C = ob__attn_bwd_cfg<D>;
+    constexpr int BQ = ob__attn_bq, BK = ob__attn_bk;
+    constexpr uint32_t SKV = C::SKV, SQD = C::SQD, SDS = C::SDS;
+    extern __shared__ uint8_t ob__attn_smem[];
+    const uint32_t sbase = (ob__attn_smem_u32(ob__attn_smem) + 1023u) & ~1023u;
+    const uint32_t sK = sbase, sV = sK + SKV, sQ0 = sV + SKV, sdO0 = sQ0 + 2 * SQD, sdS = sdO0 + 2 * SQD;
+    const uint32_t sL0 = sdS + SDS, sDi0 = sL0 + 2 * BQ * 4;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2, w4 = warp & 3;
+    const int grp = (int)(blockIdx.x / (unsigned)nkt), j = (int)blockIdx.x - grp * nkt;
+    const int b = grp / Hkv, hk = grp - b * Hkv, rep = H / Hkv;
+    const int k0 = j * BK;
+    const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
+    const int nqs = nqt - 2 * j; /* query tiles at or after the diagonal, per head */
+    const int ns = rep * nqs;
+
+    ob__attn_load_tile<BK, D>(sK, k + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
+    ob__attn_load_tile<BK, D>(sV, v + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
+
+    auto prefetch = [&](int st, int bf) {
+        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const size_t base = ((size_t)b * T * H + h) * D;
+        ob__attn_load_tile<BQ, D>(sQ0 + bf * SQD, q + base, qrs, qb, T, tid);
+        ob__attn_load_tile<BQ, D>(sdO0 + bf * SQD, dout + base, qrs, qb, T, tid);
+        if (tid < 2 * BQ) {
+            const int r = tid & (BQ - 1), row = qb + r;
+            const bool ok = row < T;
+            const size_t idx = ((size_t)b * H + h) * T + (ok ? row : 0);
+            if (tid < BQ) ob__attn_cp4(sL0 + bf * BQ * 4 + r * 4, lse2 + idx, ok);
+            else ob__attn_cp4(sDi0 + bf * BQ * 4 + r * 4, di + idx, ok);
+        }
+    };
+    prefetch(0, 0);
+    ob__attn_cp_commit();
+
+    float dKa[D / 2], dVa[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) {
+        dKa[i] = 0.f;
+        dVa[i] = 0.f;
+    }
+    const int kl = 64 * wg + 16 * w4 + g; /* this thread's key rows in the tile: kl, kl + 8 */
+    const int kw = k0 + kl;
+    /* mma.sync per-lane ldmatrix offsets */
+    const uint32_t offKA = ob__attn_tofs(64 * wg + 16 * w4 + (lane & 15), lane >> 4, BK);           /* K / V as A (m = key) */
+    const uint32_t offQB = ob__attn_tofs((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1, BQ);    /* Q / dO as B (n = query) */
+    const uint32_t offQT = ob__attn_tofs((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4, BQ);    /* Q / dO as B^T (k = query) */
+    const uint32_t offSA = ob__attn_tofs((lane & 7) + ((lane >> 4) << 3), 2 * w4 + ((lane >> 3) & 1), BK); /* dS as A^T */
+    const uint32_t offKT = ob__attn_tofs((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4, BK);    /* K as B^T (k = key) */
+
+    for (int st = 0; st < ns; ++st) {
+        const int bf = st & 1;
+        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        ob__attn_cp_wait<0>();
+        if constexpr (WG) ob__attn_fence_proxy();
+        __syncthreads();
+        if (st + 1 < ns) prefetch(st + 1, bf ^ 1);
+        ob__attn_cp_commit();
+        const uint32_t sQ = sQ0 + bf * SQD, sdO = sdO0 + bf * SQD, sL = sL0 + bf * BQ * 4, sDi = sDi0 + bf * BQ * 4;
+        const bool act = k0 + 64 * wg <= qb + BQ - 1; /* this warpgroup's keys see some query of the tile */
+
+        if (act) {
+            float sa[BQ / 2], dpa[BQ / 2]; /* S^T, dP^T: 16 keys x 64 queries per warp */
+            if constexpr (WG) {
+                ob__attn_wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) {
+                    const uint64_t da = ob__attn_desc(sK + kk * BK * 32 + wg * 64 * 32, BK * 32, 256);
+                    const uint64_t db = ob__attn_desc(sQ + kk * BQ * 32, BQ * 32, 256);
+                    ob__attn_wgmma<BQ>::template ss<0, 0>(sa, da, db, kk);
+                }
+#pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) {
+                    const uint64_t da = ob__attn_desc(sV + kk * BK * 32 + wg * 64 * 32, BK * 32, 256);
+                    const uint64_t db = ob__attn_desc(sdO + kk * BQ * 32, BQ * 32, 256);
+                    ob__attn_wgmma<BQ>::template ss<0, 0>(dpa, da, db, kk);
+                }
+                ob__attn_wg_commit();
+                ob__attn_wg_wait<0>();
+                ob__attn_fence_regs(sa);
+                ob__attn_fence_regs(dpa);
+            } else {
+#pragma unroll
+                for (int x = 0; x < BQ / 2; ++x) {
+                    sa[x] = 0.f;
+                    dpa[x] = 0.f;
+                }
+#pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) {
+                    uint32_t a[4], a2[4];
+                    ob__attn_ldsm4(sK + offKA + kk * BK * 32, a);
+                    ob__attn_ldsm4(sV + offKA + kk * BK * 32, a2);
+#pragma unroll
+                    for (int n2 = 0; n2 < BQ / 16; ++n2) {
+                        uint32_t bb[4], bd[4];
+                        ob__attn_ldsm4(sQ + offQB + n2 * 16 * 32 + kk * BQ * 32, bb);
+                        ob__attn_ldsm4(sdO + offQB + n2 * 16 * 32 + kk * BQ * 32, bd);
+                        ob__attn_mma(&sa[8 * n2], a, bb[0], bb[1]);
+                        ob__attn_mma(&sa[8 * n2 + 4], a, bb[2], bb[3]);
+                        ob__attn_mma(&dpa[8 * n2], a2, bd[0], bd[1]);
+                        ob__attn_mma(&dpa[8 * n2 + 4], a2, bd[2], bd[3]);
+                    }
+                }
+            }
+            uint32_t pf[BQ / 16][4], df[BQ / 16][4];
+            ob__attn_bwd_elem(sa, dpa, pf, df, sL, sDi, sdS, kl, kw, qb, k0, T, t4, sl2);
+            /* dV += P^T dO, dK += dS^T Q */
+            if constexpr (WG) {
+                ob__attn_wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < BQ / 16; ++kk)
+                    ob__attn_wgmma<D>::template rs<1>(dVa, pf[kk], ob__attn_desc(sdO + kk * 16 * 32, BQ * 32, 256), 1);
+#pragma unroll
+                for (int kk = 0; kk < BQ / 16; ++kk)
+                    ob__attn_wgmma<D>::template rs<1>(dKa, df[kk], ob__attn_desc(sQ + kk * 16 * 32, BQ * 32, 256), 1);
+                ob__attn_wg_commit();
+            } else {
+#pragma unroll
+                for (int kk = 0; kk < BQ / 16; ++kk)
+#pragma unroll
+                    for (int n2 = 0; n2 < D / 16; ++n2) {
+                        uint32_t bb[4], bq[4];
+                        ob__attn_ldsm4t(sdO + offQT + kk * 16 * 32 + n2 * BQ * 32, bb);
+                        ob__attn_ldsm4t(sQ + offQT + kk * 16 * 32 + n2 * BQ * 32, bq);
+                        ob__attn_mma(&dVa[8 * n2], pf[kk], bb[0], bb[1]);
+                        ob__attn_mma(&dVa[8 * n2 + 4], pf[kk], bb[2], bb[3]);
+                        ob__attn_mma(&dKa[8 * n2], df[kk], bq[0], bq[1]);
+                        ob__attn_mma(&dKa[8 * n2 + 4], df[kk], bq[2], bq[3]);
+                    }
+            }
+        } else {
+            /* every key of this warpgroup is after every query of the tile: dS^T = 0 */
+#pragma unroll
+            for (int nb = 0; nb < BQ / 8; ++nb) {
+                ob__attn_sts32(sdS + ob__attn_tofs(kl, nb, BK) + 4 * t4, 0u);
+                ob__attn_sts32(sdS + ob__attn_tofs(kl + 8, nb, BK) + 4 * t4, 0u);
+            }
+        }
+        if constexpr (WG) ob__attn_fence_proxy();
+        __syncthreads();
+
+        /* dQ_partial (64 x D) = dS K; this warp: queries 16*w4.., columns wg*D/2 .. +D/2 */
+        float qa[D / 4];
+        if constexpr (WG) {
+            ob__attn_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) {
+                const uint64_t da = ob__attn_desc(sdS + kk * 16 * 32, BK * 32, 256);
+                const uint64_t db = ob__attn_desc(sK + (wg * D / 32) * BK * 32 + kk * 16 * 32, BK * 32, 256);
+                ob__attn_wgmma<D / 2>::template ss<1, 1>(qa, da, db, kk);
+            }
+            ob__attn_wg_commit();
+            ob__attn_wg_wait<0>();
+            ob__attn_fence_regs(qa);
+        } else {
+#pragma unroll
+            for (int x = 0; x < D / 4; ++x) qa[x] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk) {
+                uint32_t a[4];
+                ob__attn_ldsm4t(sdS + offSA + kk * 16 * 32, a);
+#pragma unroll
+                for (int n2 = 0; n2 < D / 32; ++n2) {
+                    uint32_t bb[4];
+                    ob__attn_ldsm4t(sK + offKT + (wg * D / 32 + n2) * BK * 32 + kk * 16 * 32, bb);
+                    ob__attn_mma(&qa[8 * n2], a, bb[0], bb[1]);
+                    ob__attn_mma(&qa[8 * n2 + 4], a, bb[2], bb[3]);
+                }
+            }
+        }
+        ob__attn_dq_update<D>(qa, ctr + ((size_t)b * H + h) * nqt + i, dq + ((size_t)b * T * H + h) * D, qrs, qb + 16 * w4 + g,
+                              wg * (D / 2) + 2 * t4, j, T, tid, scale);
+    }
+    if constexpr (WG) {
+        ob__attn_wg_wait<0>();
+        ob__attn_fence_regs(dKa);
+        ob__attn_fence_regs(dVa);
+    }
+    ob__attn_store_dkv<D>(dKa, dVa, dk + ((size_t)b * T * Hkv + hk) * D, dv + ((size_t)b * T * Hkv + hk) * D, krs, kw, t4, T, scale);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* software-pipelined wgmma kernels (the public path)                                              */
+/* ---------------------------------------------------------------------------------------------- */
+/* online-softmax update of one S tile for this thread's two rows r0, r0 + 8 (C layout, NB blocks of 8
+ * keys from k0): masks keys > row when need_mask, updates the running max (scaled, base 2) m0 / m1,
+ * returns the factors al0 / al1 that rescale the previous O and l, the partial row sums ls0 / ls1 of
+ * the new P, and P as bf16 A fragments pf[NB / 2][4]. */
+template <int NB>
+__device__ __forceinline__ void ob__attn_softmax(float *s, uint32_t (*pf)[4], bool need_mask, int k0, int r0, int t4, float sl2, float &m0,
+                                                 float &m1, float &al0, float &al1, float &ls0, float &ls1) {
+    if (need_mask) {
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (k0 + 8 * nb + 2 * t4 + (e & 1) > r0 + (e >> 1) * 8) s[4 * nb + e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+        mx0 = fmaxf(mx0, fmaxf(s[4 * nb], s[4 * nb + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[4 * nb + 2], s[4 * nb + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0 * sl2), mn1 = fmaxf(m1, mx1 * sl2);
+    al0 = ob__attn_ex2(m0 - mn0);
+    al1 = ob__attn_ex2(m1 - mn1);
+    m0 = mn0;
+    m1 = mn1;
+    ls0 = 0.f;
+    ls1 = 0.f;
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+        const float p0 = ob__attn_ex2(fmaf(s[4 * nb], sl2, -mn0)), p1 = ob__attn_ex2(fmaf(s[4 * nb + 1], sl2, -mn0));
+        const float p2 = ob__attn_ex2(fmaf(s[4 * nb + 2], sl2, -mn1)), p3 = ob__attn_ex2(fmaf(s[4 * nb + 3], sl2, -mn1));
+        ls0 += p0 + p1;
+        ls1 += p2 + p3;
+        pf[nb >> 1][(nb & 1) * 2] = ob__attn_pack(p0, p1);
+        pf[nb >> 1][(nb & 1) * 2 + 1] = ob__attn_pack(p2, p3);
+    }
+}
+
+/* ob__attn_fwd_wgp_kernel: the forward of ob__attn_fwd_kernel<D, 128, true> with the two GEMMs of a
+ * warpgroup overlapped with its softmax (FA3-style): iteration j issues S_j = Q K_j^T and
+ * O += P_{j-1} V_{j-1}, waits for S_j only, does the softmax of S_j while the PV product runs, then waits
+ * for it and rescales O. K and V tiles are double-buffered separately (K_{j+1} and V_j stream in during
+ * iteration j). 128 queries x 128 keys per tile. */
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+    ob__attn_fwd_wgp_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
+                            const __nv_bfloat16 *__restrict__ v, __nv_bfloat16 *__restrict__ o, float *__restrict__ lse, int T, int H,
+                            int Hkv, int BH, int nqt, float sl2) {
+    constexpr int BR = 128, BC = 128, NB = BC / 8, ND = D / 8;
+    using C = ob__attn_fwd_cfg<D, BC>;
+    constexpr uint32_t SQ = C::SQ, SK = C::SK;
+    extern __shared__ uint8_t ob__attn_smem[];
+    const uint32_t sbase = (ob__attn_smem_u32(ob__attn_smem) + 1023u) & ~1023u;
+    const uint32_t sQ = sbase, sK0 = sbase + SQ, sV0 = sK0 + 2 * SK; /* K buf x at sK0 + x*SK, V buf x at sV0 + x*SK */
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2;
+    const int bh = (int)(blockIdx.x % (unsigned)BH), qt = nqt - 1 - (int)(blockIdx.x / (unsigned)BH);
+    const int b = bh / H, h = bh - b * H, hk = h / (H / Hkv);
+    const int q0 = qt * BR;
+    const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
+    const __nv_bfloat16 *kg = k + ((size_t)b * T * Hkv + hk) * D;
+    const __nv_bfloat16 *vg = v + ((size_t)b * T * Hkv + hk) * D;
+    const int nkt = (min(T, q0 + BR) + BC - 1) / BC;
+    const int wrow = q0 + 16 * warp, r0 = wrow + g;
+    const uint32_t sQw = sQ + wg * 64 * 32; /* this warpgroup's 64 rows */
+
+    ob__attn_load_tile<BR, D>(sQ, q + ((size_t)b * T * H + h) * D, qrs, q0, T, tid);
+    ob__attn_load_tile<BC, D>(sK0, kg, krs, 0, T, tid);
+    ob__attn_cp_commit();
+    ob__attn_cp_wait<0>();
+    ob__attn_fence_proxy();
+    __syncthreads();
+    if (nkt > 1) ob__attn_load_tile<BC, D>(sK0 + SK, kg, krs, BC, T, tid);
+    ob__attn_load_tile<BC, D>(sV0, vg, krs, 0, T, tid);
+    ob__attn_cp_commit();
+
+    float s[BC / 2], acc[D / 2];
+    uint32_t pc[BC / 16][4];
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, al0, al1, ls0, ls1;
+    /* S_0 */
+    ob__attn_wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+        ob__attn_wgmma<BC>::template ss<0, 0>(s, ob__attn_desc(sQw + kk * BR * 32, BR * 32, 256), ob__attn_desc(sK0 + kk * BC * 32, BC * 32, 256), kk);
+    ob__attn_wg_commit();
+    ob__attn_wg_wait<0>();
+    ob__attn_fence_regs(s);
+    ob__attn_softmax<NB>(s, pc, BC - 1 > wrow, 0, r0, t4, sl2, m0, m1, al0, al1, ls0, ls1);
+    l0 = ls0;
+    l1 = ls1;
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+
+    for (int j = 1; j < nkt; ++j) {
+        ob__attn_cp_wait<0>(); /* K_j, V_{j-1} */
+        ob__attn_fence_proxy();
+        __syncthreads();
+        if (j + 1 < nkt) ob__attn_load_tile<BC, D>(sK0 + ((j + 1) & 1) * SK, kg, krs, (j + 1) * BC, T, tid);
+        ob__attn_load_tile<BC, D>(sV0 + (j & 1) * SK, vg, krs, j * BC, T, tid);
+        ob__attn_cp_commit();
+        const uint32_t sK = sK0 + (j & 1) * SK, sVp = sV0 + ((j - 1) & 1) * SK;
+        ob__attn_wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            ob__attn_wgmma<BC>::template ss<0, 0>(s, ob__attn_desc(sQw + kk * BR * 32, BR * 32, 256), ob__attn_desc(sK + kk * BC * 32, BC * 32, 256),
+                                                  kk);
+        ob__attn_wg_commit();
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk) ob__attn_wgmma<D>::template rs<1>(acc, pc[kk], ob__attn_desc(sVp + kk * 16 * 32, BC * 32, 256), 1);
+        ob__attn_wg_commit();
+        ob__attn_wg_wait<1>();
+        ob__attn_fence_regs(s);
+        uint32_t pn[BC / 16][4];
+        ob__attn_softmax<NB>(s, pn, j * BC + BC - 1 > wrow, j * BC, r0, t4, sl2, m0, m1, al0, al1, ls0, ls1);
+        ob__attn_wg_wait<0>();
+        ob__attn_fence_regs(acc);
+#pragma unroll
+        for (int nd = 0; nd < ND; ++nd) {
+            acc[4 * nd] *= al0;
+            acc[4 * nd + 1] *= al0;
+            acc[4 * nd + 2] *= al1;
+            acc[4 * nd + 3] *= al1;
+        }
+        l0 = l0 * al0 + ls0;
+        l1 = l1 * al1 + ls1;
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) pc[kk][x] = pn[kk][x];
+    }
+    ob__attn_cp_wait<0>(); /* V_{nkt-1} */
+    ob__attn_fence_proxy();
+    __syncthreads();
+    {
+        const uint32_t sVp = sV0 + ((nkt - 1) & 1) * SK;
+        ob__attn_wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BC / 16; ++kk) ob__attn_wgmma<D>::template rs<1>(acc, pc[kk], ob__attn_desc(sVp + kk * 16 * 32, BC * 32, 256), 1);
+        ob__attn_wg_commit();
+        ob__attn_wg_wait<0>();
+        ob__attn_fence_regs(acc);
+    }
+    ob__attn_fwd_epilogue<D>(acc, l0, l1, m0, m1, sQ, o + ((size_t)b * T * H + h) * D, qrs, lse + (size_t)bh * T, warp, lane, wrow, T);
+}
+
+/* ob__attn_bwd_wgp_kernel: ob__attn_bwd_kernel<D, true> with the dq update of step s deferred into step
+ * s+1: the dQ partial of step s is parked in shared memory (fp32, 64 x D), and step s+1 issues its
+ * S^T / dP^T GEMMs first, then does the turn wait and the global read-add-write from shared memory
+ * while the tensor cores run. No per-warpgroup skipping (uniform control flow keeps the wgmma pipeline
+ * intact): a warpgroup whose keys all follow the tile's queries computes P = dS = 0. */
+template <int D>
+__global__ void __launch_bounds__(256, 1)
+    ob__attn_bwd_wgp_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
+                            const __nv_bfloat16 *__restrict__ v, const __nv_bfloat16 *__restrict__ dout, const float *__restrict__ di,
+                            const float *__restrict__ lse2, int *__restrict__ ctr, float *__restrict__ dq, float *__restrict__ dk,
+                            float *__restrict__ dv, int T, int H, int Hkv, int nkt, int nqt, float scale, float sl2) {
+    using C = ob__attn_bwd_cfg<D>;
+    constexpr int BQ = ob__attn_bq, BK = ob__attn_bk;
+    constexpr uint32_t SKV = C::SKV, SQD = C::SQD, SDS = C::SDS;
+    extern __shared__ uint8_t ob__attn_smem[];
+    const uint32_t sbase = (ob__attn_smem_u32(ob__attn_smem) + 1023u) & ~1023u;
+    const uint32_t sK = sbase, sV = sK + SKV, sQ0 = sV + SKV, sdO0 = sQ0 + 2 * SQD, sdS = sdO0 + 2 * SQD;
+    const uint32_t sL0 = sdS + SDS, sDi0 = sL0 + 2 * BQ * 4, sQa = sDi0 + 2 * BQ * 4;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2, w4 = warp & 3;
+    const int grp = (int)(blockIdx.x / (unsigned)nkt), j = (int)blockIdx.x - grp * nkt;
+    const int b = grp / Hkv, hk = grp - b * Hkv, rep = H / Hkv;
+    const int k0 = j * BK;
+    const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
+    const int nqs = nqt - 2 * j;
+    const int ns = rep * nqs;
+
+    ob__attn_load_tile<BK, D>(sK, k + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
+    ob__attn_load_tile<BK, D>(sV, v + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
+    auto prefetch = [&](int st, int bf) {
+        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const size_t base = ((size_t)b * T * H + h) * D;
+        ob__attn_load_tile<BQ, D>(sQ0 + bf * SQD, q + base, qrs, qb, T, tid);
+        ob__attn_load_tile<BQ, D>(sdO0 + bf * SQD, dout + base, qrs, qb, T, tid);
+        if (tid < 2 * BQ) {
+            const int r = tid & (BQ - 1), row = qb + r;
+            const bool ok = row < T;
+            const size_t idx = ((size_t)b * H + h) * T + (ok ? row : 0);
+            if (tid < BQ) ob__attn_cp4(sL0 + bf * BQ * 4 + r * 4, lse2 + idx, ok);
+            else ob__attn_cp4(sDi0 + bf * BQ * 4 + r * 4, di + idx, ok);
+        }
+    };
+    prefetch(0, 0);
+    ob__attn_cp_commit();
+
+    float dKa[D / 2], dVa[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) {
+        dKa[x] = 0.f;
+        dVa[x] = 0.f;
+    }
+    const int kl = 64 * wg + 16 * w4 + g, kw = k0 + kl;
+    int ph = 0, pi = 0; /* head and query tile of the pending dq update */
+
+    for (int st = 0; st < ns; ++st) {
+        const int bf = st & 1;
+        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        ob__attn_cp_wait<0>();
+        ob__attn_fence_proxy();
+        __syncthreads();
+        if (st + 1 < ns) prefetch(st + 1, bf ^ 1);
+        ob__attn_cp_commit();
+        const uint32_t sQ = sQ0 + bf * SQD, sdO = sdO0 + bf * SQD, sL = sL0 + bf * BQ * 4, sDi = sDi0 + bf * BQ * 4;
+        float sa[BQ / 2], dpa[BQ / 2];
+        ob__attn_wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            ob__attn_wgmma<BQ>::template ss<0, 0>(sa, ob__attn_desc(sK + kk * BK * 32 + wg * 64 * 32, BK * 32, 256),
+                                                  ob__attn_desc(sQ + kk * BQ * 32, BQ * 32, 256), kk);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            ob__attn_wgmma<BQ>::template ss<0, 0>(dpa, ob__attn_desc(sV + kk * BK * 32 + wg * 64 * 32, BK * 32, 256),
+                                                  ob__attn_desc(sdO + kk * BQ * 32, BQ * 32, 256), kk);
+        ob__attn_wg_commit();
+        /* the previous step's dq, while S^T / dP^T run */
+        if (st > 0) ob__attn_dq_update_smem<D>(sQa, ctr + ((size_t)b * H + ph) * nqt + pi, dq + ((size_t)b * T * H + ph) * D, qrs, pi * BQ, j, T, tid);
+        ob__attn_wg_wait<0>();
+        ob__attn_fence_regs(sa);
+        ob__attn_fence_regs(dpa);
+        {
+            uint32_t pf[BQ / 16][4], df[BQ / 16][4];
+            ob__attn_bwd_elem(sa, dpa, pf, df, sL, sDi, sdS, kl, kw, qb, k0, T, t4, sl2);
+            ob__attn_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk)
+                ob__attn_wgmma<D>::template rs<1>(dVa, pf[kk], ob__attn_desc(sdO + kk * 16 * 32, BQ * 32, 256), 1);
+#pragma unroll
+            for (int kk = 0; kk < BQ / 16; ++kk)
+                ob__attn_wgmma<D>::template rs<1>(dKa, df[kk], ob__attn_desc(sQ + kk * 16 * 32, BQ * 32, 256), 1);
+            ob__attn_wg_commit();
+        }
+        ob__attn_fence_proxy();
+        __syncthreads();
+        {
+            float qa[D / 4];
+            ob__attn_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; ++kk)
+                ob__attn_wgmma<D / 2>::template ss<1, 1>(qa, ob__attn_desc(sdS + kk * 16 * 32, BK * 32, 256),
+                                                         ob__attn_desc(sK + (wg * D / 32) * BK * 32 + kk * 16 * 32, BK * 32, 256), kk);
+            ob__attn_wg_commit();
+            ob__attn_wg_wait<0>();
+            ob__attn_fence_regs(qa);
+            /* park dQ_partial * scale (rows 16*w4 + g (+8), columns wg*D/2 + 8nb + 2t4) */
+#pragma unroll
+            for (int nb = 0; nb < D / 16; ++nb)
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf)
+                    ob__attn_sts_f2(sQa + ((16 * w4 + g + 8 * hf) * (D + 8) + wg * (D / 2) + 8 * nb + 2 * t4) * 4,
+                                    qa[4 * nb + 2 * hf] * scale, qa[4 * nb + 2 * hf + 1] * scale);
+        }
+        ph = h;
+        pi = i;
+    }
+    ob__attn_fence_regs(dKa);
+    ob__attn_fence_regs(dVa);
+    __syncthreads();
+    ob__attn_dq_update_smem<D>(sQa, ctr + ((size_t)b * H + ph) * nqt + pi, dq + ((size_t)b * T * H + ph) * D, qrs, pi * BQ, j, T, tid);
+    ob__attn_store_dkv<D>(dKa, dVa, dk + ((size_t)b * T * Hkv + hk) * D, dv + ((size_t)b * T * Hkv + hk) * D, krs, kw, t4, T, scale);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* host side                                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+inline bool ob__attn_shape_ok(int B, int T, int H, int Hkv, int D) {
+    return B >= 1 && T >= 1 && H >= 1 && Hkv >= 1 && H % Hkv == 0 && (D == 32 || D == 64 || D == 96 || D == 128);
+}
+inline unsigned ob__attn_device_bit() {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) dev = 0;
+    return 1u << dev;
+}
+inline size_t ob__attn_align(size_t x) { return (x + 255) & ~(size_t)255; }
+
+template <int D, int BC, bool WG>
+cudaError_t ob__attn_fwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, float *lse,
+                                int B, int T, int H, int Hkv, cudaStream_t stream) {
+    using C = ob__attn_fwd_cfg<D, BC>;
+    static unsigned attr_done = 0; /* one bit per device: the attribute belongs to the device's context */
+    const unsigned dev_bit = ob__attn_device_bit();
+    if (!(attr_done & dev_bit)) {
+        const cudaError_t e = cudaFuncSetAttribute(ob__attn_fwd_kernel<D, BC, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        if (e != cudaSuccess) return e;
+        attr_done |= dev_bit;
+    }
+    const int nqt = (T + C::BR - 1) / C::BR, BH = B * H;
+    const float sl2 = ob__attn_log2e / sqrtf((float)D);
+    ob__attn_fwd_kernel<D, BC, WG><<<(unsigned)nqt * (unsigned)BH, 256, C::SMEM, stream>>>(q, k, v, o, lse, T, H, Hkv, BH, nqt, sl2);
+    return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t ob__attn_fwd_launch_wgp(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, float *lse, int B,
+                                    int T, int H, int Hkv, cudaStream_t stream) {
+    using C = ob__attn_fwd_cfg<D, 128>;
+    static unsigned attr_done = 0; /* one bit per device: the attribute belongs to the device's context */
+    const unsigned dev_bit = ob__attn_device_bit();
+    if (!(attr_done & dev_bit)) {
+        const cudaError_t e = cudaFuncSetAttribute(ob__attn_fwd_wgp_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        if (e != cudaSuccess) return e;
+        attr_done |= dev_bit;
+    }
+    const int nqt = (T + C::BR - 1) / C::BR, BH = B * H;
+    const float sl2 = ob__attn_log2e / sqrtf((float)D);
+    ob__attn_fwd_wgp_kernel<D><<<(unsigned)nqt * (unsigned)BH, 256, C::SMEM, stream>>>(q, k, v, o, lse, T, H, Hkv, BH, nqt, sl2);
+    return cudaGetLastError();
+}
+
+inline size_t ob__attn_bwd_ws_bytes(int B, int T, int H) {
+    const size_t bht = (size_t)B * H * T, nqt = (size_t)(T + ob__attn_bq - 1) / ob__attn_bq;
+    return 2 * ob__attn_align(bht * sizeof(float)) + ob__attn_align((size_t)B * H * nqt * sizeof(int));
+}
+
+/* the backward: pre kernel + main kernel; PIPE picks ob__attn_bwd_wgp_kernel (WG must be true) */
+template <int D, bool WG, bool PIPE = false>
+cudaError_t ob__attn_bwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *o,
+                                const __nv_bfloat16 *dout, const float *lse, float *dq, float *dk, float *dv, void *workspace, int B, int T,
+                                int H, int Hkv, cudaStream_t stream) {
+    using C = ob__attn_bwd_cfg<D>;
+    static unsigned attr_done = 0; /* one bit per device: the attribute belongs to the device's context */
+    const unsigned dev_bit = ob__attn_device_bit();
+    if (!(attr_done & dev_bit)) {
+        const cudaError_t e = PIPE ? cudaFuncSetAttribute(ob__attn_bwd_wgp_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM)
+                                   : cudaFuncSetAttribute(ob__attn_bwd_kernel<D, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        if (e != cudaSuccess) return e;
+        attr_done |= dev_bit;
+    }
+    const size_t bht = (size_t)B * H * T;
+    const int nqt = (T + ob__attn_bq - 1) / ob__attn_bq, nkt = (T + ob__attn_bk - 1) / ob__attn_bk;
+    float *di = (float *)workspace;
+    float *lse2 = (float *)((char *)workspace + ob__attn_align(bht * sizeof(float)));
+    int *ctr = (int *)((char *)workspace + 2 * ob__attn_align(bht * sizeof(float)));
+    const int nctr = B * H * nqt;
+    constexpr int TPR = D <= 32 ? 4 : D <= 64 ? 8 : 16;
+    const long long nrows = (long long)B * T * H;
+    long long threads = nrows * TPR;
+    if (threads < nctr) threads = nctr;
+    ob__attn_bwd_pre_kernel<D><<<(unsigned)((threads + 255) / 256), 256, 0, stream>>>(o, dout, lse, di, lse2, ctr, nrows, T, H, nctr);
+    const float scale = 1.0f / sqrtf((float)D);
+    if constexpr (PIPE)
+        ob__attn_bwd_wgp_kernel<D><<<(unsigned)(B * Hkv * nkt), 256, C::SMEM, stream>>>(q, k, v, dout, di, lse2, ctr, dq, dk, dv, T, H, Hkv, nkt,
+                                                                                      nqt, scale, scale * ob__attn_log2e);
+    else
+        ob__attn_bwd_kernel<D, WG><<<(unsigned)(B * Hkv * nkt), 256, C::SMEM, stream>>>(q, k, v, dout, di, lse2, ctr, dq, dk, dv, T, H, Hkv, nkt,
+                                                                                        nqt, scale, scale * ob__attn_log2e);
+    return cudaGetLastError();
+}
+
+} /* namespace */
+
+
+/* Which kernels run: 1 = wgmma (the sm_90a code, Hopper), 0 = mma.sync (any sm_80 or later), -1 = per
+ * device: wgmma when the device runs the sm_90a code (probed once per device, outside graph capture:
+ * ob_cuda_model_create calls ob__attn_use_wgmma first), else mma.sync. Tests and benchmarks set it. */
+static int ob_cuda_attention_path = -1;
+__global__ static void ob__attn_probe_kernel(int *out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+static int ob__attn_use_wgmma(void) {
+    static int probed[32]; /* per device: 0 not yet, 1 mma.sync, 2 wgmma */
+    if (ob_cuda_attention_path >= 0) return ob_cuda_attention_path;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) return 0;
+    if (!probed[dev]) {
+        int *d_flag = NULL, h_flag = 0;
+        if (cudaMalloc(&d_flag, sizeof(int)) == cudaSuccess) {
+            ob__attn_probe_kernel<<<1, 1>>>(d_flag);
+            if (cudaMemcpy(&h_flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess) h_flag = 0;
+            cudaFree(d_flag);
+        }
+        (void)cudaGetLastError(); /* a device without a usable image: the mma.sync launch will report it */
+        probed[dev] = h_flag ? 2 : 1;
+    }
+    return probed[dev] == 2;
+}
+static int ob_cuda_attention_supported(int D) { return D == 32 || D == 64 || D == 96 || D == 128; }
+
+/* o (B,T,H,D) bf16 and lse (B,H,T) fp32 from q (B,T,H,D), k, v (B,T,Hkv,D) bf16; causal, scale 1/sqrt(D). */
+static cudaError_t ob_cuda_attention_forward(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o,
+                                             float *lse, int B, int T, int H, int Hkv, int D, cudaStream_t stream) {
+    if (!ob__attn_shape_ok(B, T, H, Hkv, D)) return cudaErrorInvalidValue;
+    const int wg = ob__attn_use_wgmma();
+    switch (D) {
+    case 32: return wg ? ob__attn_fwd_launch_wgp<32>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<32, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    case 64: return wg ? ob__attn_fwd_launch_wgp<64>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<64, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    case 96: return wg ? ob__attn_fwd_launch_wgp<96>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<96, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    default: return wg ? ob__attn_fwd_launch_wgp<128>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<128, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    }
+}
+
+/* bytes of workspace the backward needs (0: shape not supported) */
+static size_t ob_cuda_attention_backward_workspace(int B, int T, int H, int Hkv, int D) {
+    if (!ob__attn_shape_ok(B, T, H, Hkv, D)) return 0;
+    return ob__attn_bwd_ws_bytes(B, T, H);
+}
+
+/* dq (B,T,H,D), dk, dv (B,T,Hkv,D) fp32, written (not added), from dout (B,T,H,D) bf16 and the forward's
+ * q, k, v, o, lse; deterministic (fixed order of the dq additions). */
+static cudaError_t ob_cuda_attention_backward(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *o,
+                                              const __nv_bfloat16 *dout, const float *lse, float *dq, float *dk, float *dv, float *workspace,
+                                              size_t workspace_bytes, int B, int T, int H, int Hkv, int D, cudaStream_t stream) {
+    if (!ob__attn_shape_ok(B, T, H, Hkv, D)) return cudaErrorInvalidValue;
+    if (workspace == NULL || workspace_bytes < ob__attn_bwd_ws_bytes(B, T, H)) return cudaErrorInvalidValue;
+    const int wg = ob__attn_use_wgmma();
+    switch (D) {
+    case 32: return wg ? ob__attn_bwd_launch<32, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<32, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    case 64: return wg ? ob__attn_bwd_launch<64, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<64, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    case 96: return wg ? ob__attn_bwd_launch<96, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<96, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    default: return wg ? ob__attn_bwd_launch<128, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<128, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    }
+}
+/* ---- end of flash attention ---- */
+
 static int ob_cuda_attention_fwd(ob_cuda_model *g, ob_cuda_layer_acts *A, int B, int T) {
     int H = g->cfg.num_heads, Hkv = g->cfg.num_kv_heads, d = g->cfg.model_dim / H;
-#ifdef OB_HAVE_FLASH_ATTENTION
-    OB_CUDA_CHECK(ob_cuda_attention_forward(A->q, A->k, A->v, A->o, A->lse, B, T, H, Hkv, d, g->stream));
-#else
+    if (ob_cuda_attention_supported(d)) {
+        OB_CUDA_CHECK(ob_cuda_attention_forward(A->q, A->k, A->v, A->o, A->lse, B, T, H, Hkv, d, g->stream));
+        return OB_OK;
+    }
     if (d > 256) return ob_set_error(OB_ERR_UNSUPPORTED, "naive attention: head dim %d > 256", d);
     size_t warps = (size_t)B * H * T;
     ob__k_attn_naive_fwd<<<ob__blocks(warps * 32, 256), 256, 0, g->stream>>>(A->o, A->lse, A->q, A->k, A->v, B, T, H, Hkv, d);
     OB_CUDA_LAUNCHED();
-#endif
     return OB_OK;
 }
 static int ob_cuda_attention_bwd(ob_cuda_model *g, ob_cuda_layer_acts *A, const __nv_bfloat16 *dout, float *dq, float *dk, float *dv, int B, int T) {
     int H = g->cfg.num_heads, Hkv = g->cfg.num_kv_heads, d = g->cfg.model_dim / H;
-#ifdef OB_HAVE_FLASH_ATTENTION
-    OB_CUDA_CHECK(ob_cuda_attention_backward(A->q, A->k, A->v, A->o, dout, A->lse, dq, dk, dv, g->attn_ws, g->attn_ws_bytes, B, T, H, Hkv, d, g->stream));
-#else
+    if (ob_cuda_attention_supported(d)) {
+        OB_CUDA_CHECK(ob_cuda_attention_backward(A->q, A->k, A->v, A->o, dout, A->lse, dq, dk, dv, g->attn_ws, g->attn_ws_bytes, B, T, H, Hkv, d, g->stream));
+        return OB_OK;
+    }
     ob__k_attn_naive_bwd_q<<<ob__blocks((size_t)B * H * T * 32, 256), 256, 0, g->stream>>>(dq, A->q, A->k, A->v, A->o, dout, A->lse, B, T, H, Hkv, d);
     OB_CUDA_LAUNCHED();
     ob__k_attn_naive_bwd_kv<<<ob__blocks((size_t)B * Hkv * T * 32, 256), 256, 0, g->stream>>>(dk, dv, A->q, A->k, A->v, A->o, dout, A->lse, B, T, H, Hkv, d);
     OB_CUDA_LAUNCHED();
-#endif
     return OB_OK;
 }
 
@@ -1032,7 +2448,7 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
-    OB_TRY(ob_cuda_qlinear_forward(g, A->qkv, A->n_attn, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1, g->dots));
+    OB_TRY(ob_cuda_qlinear_forward(g, A->qkv, A->n_attn, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1, NULL));
     ob__k_headnorm_rope_fwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(A->q, A->q_rstd, A->qkv, nqkv, g->rope_cos, g->rope_sin,
                                                                                           OB__Q(hp->q_gain), BT, T, H, d, c->qk_norm);
     OB_CUDA_LAUNCHED();
@@ -1046,7 +2462,7 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     OB_CUDA_LAUNCHED();
     if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_y, A->rstd_y, NULL, A->y, BT, D));
     else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_y, A->y, (size_t)BT * D * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, g->dots);
+    return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, NULL);
 }
 
 static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, const float *dattn_out, float *dn) {
@@ -1056,7 +2472,7 @@ static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, const float *dat
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
     size_t BTD = (size_t)BT * D;
     float *dn_y = g->blk_dn, *dy = g->dy_attn;
-    OB_TRY(ob_cuda_qlinear_backward(g, dn_y, dattn_out, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1));
+    OB_TRY(ob_cuda_qlinear_backward(g, dn_y, dattn_out, A->in_proj, hp->attn_proj, BT, D, D));
     if (c->normed_proj) {
         OB_CUDA_CHECK(cudaMemsetAsync(dy, 0, BTD * sizeof(float), g->stream));
         OB_TRY(ob_cuda_rmsnorm_backward(g, dy, dn_y, A->n_y, A->rstd_y, BT, D));
@@ -1076,7 +2492,7 @@ static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, const float *dat
     OB_CUDA_LAUNCHED();
     ob__k_scatter_add<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(g->dqkv, nqkv, D + Hkv * d, g->dv, Hkv * d, (size_t)BT);
     OB_CUDA_LAUNCHED();
-    return ob_cuda_qlinear_backward(g, dn, g->dqkv, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1);
+    return ob_cuda_qlinear_backward(g, dn, g->dqkv, A->in_qkv, hp->c_qkv, BT, D, nqkv);
 }
 
 static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
@@ -1084,11 +2500,11 @@ static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
-    OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, g->dots));
+    OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, NULL));
     OB_TRY(ob_cuda_mlp_act_forward(g, A->act, A->h, BT, F, c->activation));
     if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_act, A->rstd_act, NULL, A->act, BT, F));
     else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_act, A->act, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1, g->dots);
+    return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1, NULL);
 }
 
 static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, const float *dmlp_out, float *dn) {
@@ -1096,14 +2512,14 @@ static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, const float *dmlp
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
-    OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, dmlp_out, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1));
+    OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, dmlp_out, A->in_down, hp->mlp_proj, BT, F, D));
     if (c->normed_proj) {
         OB_CUDA_CHECK(cudaMemsetAsync(g->dact, 0, (size_t)BT * F * sizeof(float), g->stream));
         OB_TRY(ob_cuda_rmsnorm_backward(g, g->dact, g->dhid, A->n_act, A->rstd_act, BT, F));
     } else OB_CUDA_CHECK(cudaMemcpyAsync(g->dact, g->dhid, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
     OB_TRY(ob_cuda_mlp_act_backward(g, g->dh, g->dact, A->h, BT, F, c->activation));
     (void)rows;
-    return ob_cuda_qlinear_backward(g, dn, g->dh, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1);
+    return ob_cuda_qlinear_backward(g, dn, g->dh, A->in_fc, hp->fc, BT, D, rows);
 }
 
 static int ob__cu_block_forward(ob_cuda_model *g, int l, const float *x_in) {
@@ -1235,9 +2651,6 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         float **pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->ar_tab = pp;
         pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
         /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
-        size_t G = D / (size_t)c->group_size, dots = c->binarize_act ? G * BT * (rows > nqkv ? rows : nqkv) : 1;
-        if (c->binarize_act == 1) { size_t Gd = F / (size_t)c->group_size; if (Gd * BT * D > dots) dots = Gd * BT * D; }
-        p = F32(dots); if (base) g->dots = p;
     } else {
         float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dxf, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->blk_branch, &g->blk_dn, &g->dy_attn, &g->dq};
         for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
@@ -1254,7 +2667,9 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         p = F32(BT * V); if (base) g->dlogits = p;
         p = F32(BT * e); if (base) g->dhead = p;
         p = F32(BT * e); if (base) g->demb = p;
-        size_t cs = (BT + 255) / 256 * (F > D ? F : D);
+        size_t widest_col = F > D ? F : D;
+        if (c->vocab_bias && V > widest_col) widest_col = V; /* the vocabulary bias's column sum */
+        size_t cs = (BT + OB__COLSUM_ROWS - 1) / OB__COLSUM_ROWS * widest_col;
         if ((size_t)B * D > cs) cs = (size_t)B * D;
         if (BT * H > cs) cs = BT * H;
         p = F32(cs); if (base) g->colsum = p;
@@ -1268,11 +2683,7 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         int *ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_counts = ic;
         ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_offsets = ic;
         ic = (int *)ob__take(&b, BT * sizeof(int)); if (base) g->id_list = ic;
-#ifdef OB_HAVE_FLASH_ATTENTION
-        size_t ws = ob_cuda_attention_backward_workspace(B, T, (int)H, (int)Hkv, (int)d);
-#else
-        size_t ws = 0;
-#endif
+        size_t ws = ob_cuda_attention_backward_workspace(B, T, (int)H, (int)Hkv, (int)d); /* 0: naive attention */
         void *w = ob__take(&b, ws ? ws : 256); if (base) { g->attn_ws = (float *)w; g->attn_ws_bytes = ws; }
     }
 #undef F32
@@ -1339,6 +2750,7 @@ OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     OB_CUDA_CHECK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
     OB_CUBLAS_CHECK(cublasCreate(&g->cublas));
     OB_CUBLAS_CHECK(cublasSetStream(g->cublas, g->stream));
+    (void)ob__attn_use_wgmma(); /* probe the attention kernels' path now, before any graph capture */
     /* a fixed workspace keeps cuBLAS graph-capturable */
     OB_CUDA_CHECK(cudaMalloc(&g->cublas_ws, (size_t)32 << 20));
     OB_CUBLAS_CHECK(cublasSetWorkspace(g->cublas, g->cublas_ws, (size_t)32 << 20));

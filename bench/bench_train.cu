@@ -77,7 +77,9 @@ int main(int argc, char **argv) {
     /* the parts, one micro-batch each */
     ob__cuda_backend *cb = (ob__cuda_backend *)be.ctx;
     ob_cuda_model *g = &cb->g;
-    int B = (int)(ob_loader_local_tokens(o.batch_tokens, 1, o.accum) / seq);
+    /* a micro-batch larger than memory allows runs in pieces (ob__cb_train_step): time one piece */
+    int64_t local = ob_loader_local_tokens(o.batch_tokens, 1, o.accum), piece = local < cb->max_tokens ? local : cb->max_tokens;
+    int B = (int)(piece / seq), pieces = (int)((local + piece - 1) / piece);
     cudaEvent_t ev[4];
     for (int i = 0; i < 4; i++) cudaEventCreate(&ev[i]);
     float fwd = 0, bwd = 0, optm = 0;
@@ -102,8 +104,8 @@ int main(int argc, char **argv) {
     printf("bench_train preset=%s device=\"%s\" params=%zu seq=%d batch_tokens=%lld accum=%d micro=%dx%d\n", preset, prop.name, m.n_params, seq,
            (long long)o.batch_tokens, o.accum, B, seq);
     printf("  step %.1f ms (%.0f tokens/s) over %d steps, loss %.4f\n", step_ms, (double)o.batch_tokens / step_ms * 1e3, steps, loss);
-    printf("  one micro-batch: forward %.2f ms, backward %.2f ms; optimizer step %.2f ms; x%d micro-batches = %.1f ms + optimizer\n",
-           fwd / reps, bwd / reps, optm / reps, o.accum, (fwd + bwd) / reps * o.accum);
+    printf("  one piece of %d x %d tokens: forward %.2f ms, backward %.2f ms; optimizer step %.2f ms; x%d pieces = %.1f ms + optimizer\n",
+           B, seq, fwd / reps, bwd / reps, optm / reps, o.accum * pieces, (fwd + bwd) / reps * o.accum * pieces);
     printf("  device memory in use: %.2f GB of %.2f GB (activations %.2f GB)\n", (total_b - free_b) / 1e9, total_b / 1e9, g->act_bytes / 1e9);
     if (profile) {
         ob_cuda_profile_start(g->stream);

@@ -155,6 +155,16 @@ static void test_kernels(void) {
             double rel = rel_l2(o, ref, (size_t)M * N);
             /* the order of the alpha-weighted group sum is the same (g ascending), so equal up to fp32 fma */
             TU_CHECK(!e2 && rel <= 1e-6, "kernel/xnor_forward", "rel %.2e against ob_xnor_matmul_ref over %d x %d x %d, group %d (bound 1e-6)", rel, M, K, N, gs);
+            free(o);
+            /* the training path: one bf16 GEMM of X_b = sign(x) beta against W_q = sign(w) alpha, both
+             * scales rounded to bf16 (relative error <= 2^-9 each, 2e-3), so the bound is 6e-3 */
+            for (int i = 0; i < N * K; i++) sb[i] = __float2bfloat16(wq[i]);
+            cudaMemcpy(hg.wq + t->offset, sb, (size_t)N * K * 2, cudaMemcpyHostToDevice);
+            e2 = ob_cuda_qlinear_forward(&hg, out, ind, inb, beta, hm.params + t->offset, M, K, N, 1, NULL);
+            cudaDeviceSynchronize();
+            o = to_host(out, (size_t)M * N);
+            rel = rel_l2(o, ref, (size_t)M * N);
+            TU_CHECK(!e2 && rel <= 6e-3 && rel > 0, "kernel/xnor_forward_bf16", "rel %.2e against ob_xnor_matmul_ref over %d x %d x %d, group %d (bound 6e-3)", rel, M, K, N, gs);
             free(o); free(sg); free(sb);
             cudaFree(ind); cudaFree(out); cudaFree(beta); cudaFree(dots); cudaFree(inb);
             ob_cuda_model_free(&hg);
@@ -433,7 +443,10 @@ static void test_fixture(const char *dir, const char *fixture) {
     snprintf(label, sizeof label, "gpu/%s/seed", fixture);
     if (e) tu_report("FAIL", label, "%s", ob_last_error());
     else if (cfg.binarize_act) {
-        TU_CHECK(fabs(loss - ref_loss) <= 1e-3 * ref_loss, label, "loss %.5f vs the seed's %.5f (bound 0.1%%; binarised activations: see compare_model)",
+        /* bound 0.2%: bf16 GEMM operands (alpha rounded as the seeds' autocast rounds it) flip the sign of
+         * binarised inputs that lie within a few percent of beta of zero (compare_model counts them), and
+         * each flip moves the loss; the 3-layer SwiGLU / AttnRes fixture measured 0.107% */
+        TU_CHECK(fabs(loss - ref_loss) <= 2e-3 * ref_loss, label, "loss %.5f vs the seed's %.5f (bound 0.2%%; binarised activations: see compare_model)",
                  loss, ref_loss);
     } else {
         float *lg = to_host(g.logits, BT * V);
@@ -610,7 +623,27 @@ static void test_eval_backend(void) {
     ob_model_free(&m);
 }
 
-int main(void) {
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+/* a crash prints where it happened (the device machine has no debugger) */
+static void on_crash(int sig) {
+    void *frames[32];
+    int n = backtrace(frames, 32);
+    fprintf(stderr, "FAIL test_gpu: signal %d, backtrace:\n", sig);
+    backtrace_symbols_fd(frames, n, 2);
+    _exit(1);
+}
+
+/* test_gpu [GROUP]: every group, or the groups whose name contains GROUP (kernels, model, fixtures,
+ * optimizer, backend, eval_backend) */
+static const char *only_group;
+static int want(const char *group) { return !only_group || strstr(group, only_group); }
+
+int main(int argc, char **argv) {
+    only_group = argc > 1 ? argv[1] : NULL;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a crash keeps the lines printed before it */
+    signal(SIGSEGV, on_crash);
     if (!ob_cuda_available()) {
         tu_report("SKIP", "gpu", "no CUDA device");
         return 0;
@@ -618,35 +651,37 @@ int main(void) {
     cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("device: %s, %d SMs, compute %d.%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
-    test_kernels();
+    if (want("kernels")) test_kernels();
 
     ob_config base;
     ob_config_preset(&base, "tiny");
     base.train_seq_len = 128;
     ob_config c;
-    c = base; test_model("xnor_mode2_signsq", c, 2, 128, 1);
-    c = base; c.storage_exact = 0; test_model("xnor_mode2_seedforward", c, 3, 80, 2);
-    c = base; c.binarize_act = 1; c.activation = OB_ACT_RELU2; c.smear = 1; c.scale_fp8 = 1; c.num_layers = 5; c.embed_dim = 96;
-    test_model("xnor_mode1_relu2_smear_scalefp8", c, 2, 64, 3);
-    c = base; c.attn_res = 2; test_model("xnor_mode2_attnres2", c, 2, 64, 4);
-    c = base; c.attn_res = 1; c.activation = OB_ACT_SWIGLU; c.smear = 1; c.binarize_act = 1; c.num_layers = 3; test_model("xnor_mode1_swiglu_attnres1_smear", c, 2, 64, 5);
-    c = base; c.binarize_act = 0; c.tie_embeddings = 0; c.softcap_type = OB_SOFTCAP_TANH; c.logit_softcap = 30.0f; c.rope_type = OB_ROPE_PLAIN;
-    c.rope_base = 10000.0f; c.embed_dim = 0; c.fp8_qat = 0; test_model("bwn_mode0_untied_tanh", c, 2, 64, 6);
-    c = base; c.binarize_act = 0; c.vocab_bias = 1; c.smear = 1; c.activation = OB_ACT_RELU2; c.vocab_size = 512; c.embed_dim = 48;
-    test_model("binary_smear_vocabbias", c, 2, 64, 7);
-    c = base; c.binarize_act = 0; c.weight_quant = OB_WEIGHTS_TERNARY; c.num_layers = 2; c.recurrence = 3; c.softcap_type = OB_SOFTCAP_TANH;
-    c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; test_model("ternary_recurrence", c, 2, 64, 8);
-    c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; test_model("plain_leaky", c, 2, 64, 9);
+    if (want("model")) {
+        c = base; test_model("xnor_mode2_signsq", c, 2, 128, 1);
+        c = base; c.storage_exact = 0; test_model("xnor_mode2_seedforward", c, 3, 80, 2);
+        c = base; c.binarize_act = 1; c.activation = OB_ACT_RELU2; c.smear = 1; c.scale_fp8 = 1; c.num_layers = 5; c.embed_dim = 96;
+        test_model("xnor_mode1_relu2_smear_scalefp8", c, 2, 64, 3);
+        c = base; c.attn_res = 2; test_model("xnor_mode2_attnres2", c, 2, 64, 4);
+        c = base; c.attn_res = 1; c.activation = OB_ACT_SWIGLU; c.smear = 1; c.binarize_act = 1; c.num_layers = 3; test_model("xnor_mode1_swiglu_attnres1_smear", c, 2, 64, 5);
+        c = base; c.binarize_act = 0; c.tie_embeddings = 0; c.softcap_type = OB_SOFTCAP_TANH; c.logit_softcap = 30.0f; c.rope_type = OB_ROPE_PLAIN;
+        c.rope_base = 10000.0f; c.embed_dim = 0; c.fp8_qat = 0; test_model("bwn_mode0_untied_tanh", c, 2, 64, 6);
+        c = base; c.binarize_act = 0; c.vocab_bias = 1; c.smear = 1; c.activation = OB_ACT_RELU2; c.vocab_size = 512; c.embed_dim = 48;
+        test_model("binary_smear_vocabbias", c, 2, 64, 7);
+        c = base; c.binarize_act = 0; c.weight_quant = OB_WEIGHTS_TERNARY; c.num_layers = 2; c.recurrence = 3; c.softcap_type = OB_SOFTCAP_TANH;
+        c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; test_model("ternary_recurrence", c, 2, 64, 8);
+        c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; test_model("plain_leaky", c, 2, 64, 9);
+    }
 
     const char *dir = tu_shared_dir();
     static const char *fixtures[] = {"xnor_mode2_signsq", "xnor_mode1_relu2_smear_scalefp8", "xnor_mode2_attnres2",
                                      "xnor_mode1_swiglu_attnres1_smear", "bwn_mode0_untied_tanh", "binary_smear_vocabbias"};
-    if (!dir) tu_report("SKIP", "gpu/fixtures", "../shared (or $ONEBIT_SHARED) is absent");
-    else for (int i = 0; i < 6; i++) test_fixture(dir, fixtures[i]);
-
-    test_optimizer(0);
-    test_optimizer(1);
-    test_backend();
-    test_eval_backend();
+    if (want("fixtures")) {
+        if (!dir) tu_report("SKIP", "gpu/fixtures", "../shared (or $ONEBIT_SHARED) is absent");
+        else for (int i = 0; i < 6; i++) test_fixture(dir, fixtures[i]);
+    }
+    if (want("optimizer")) { test_optimizer(0); test_optimizer(1); }
+    if (want("backend")) test_backend();
+    if (want("eval_backend")) test_eval_backend();
     return tu_exit();
 }
