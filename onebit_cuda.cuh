@@ -3592,6 +3592,19 @@ static int ob__cb_set_rope(ob_backend *b) {
     OB_TRY(ob__copy_sync(cb->g.stream, cb->g.rope_cos, b->host->rope_cos, bytes, cudaMemcpyHostToDevice));
     return ob__copy_sync(cb->g.stream, cb->g.rope_sin, b->host->rope_sin, bytes, cudaMemcpyHostToDevice);
 }
+/* The memory line a run logs after its first step: fp32 master weights, gradients and forward copies
+ * (plus their bf16 GEMM operands), the fp32 optimizer state, activations and gradient scratch. */
+static void ob__cb_memory_report(ob_backend *b, char *line, size_t n) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    const ob_cuda_model *g = &cb->g;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) { cudaGetLastError(); free_b = total_b = 0; }
+    double np = (double)g->n_params, weights = np * (3 * sizeof(float) + 2 * sizeof(__nv_bfloat16));
+    double optim = np * sizeof(float) * (3 + (cb->o.ema ? 1 : 0));
+    snprintf(line, n, "memory: weights fp32 + grads + forward copies %.2f GB, optimizer state fp32 %.2f GB, activations %.2f GB, "
+             "gradient scratch %.2f GB; device in use %.2f of %.2f GB", weights / 1e9, optim / 1e9, (double)g->act_cap / 1e9,
+             (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9);
+}
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
 static void ob__cb_destroy(ob_backend *b) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
@@ -3624,6 +3637,7 @@ OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
     b->push = ob__cb_push;
     b->ema_update = o ? ob__cb_ema : NULL;
     b->set_rope = ob__cb_set_rope;
+    b->memory_report = ob__cb_memory_report;
     b->destroy = ob__cb_destroy;
     /* evaluation only (no optimizer): forwards of up to 64 windows; training raises it to its piece */
     cb->eval_tokens = (o ? 8 : 64) * m->cfg.train_seq_len;

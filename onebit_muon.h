@@ -199,6 +199,7 @@ typedef struct ob_backend {
     int (*push)(struct ob_backend *b, int with_optimizer);  /* host -> device */
     int (*ema_update)(struct ob_backend *b, int start_now); /* NULL: ob_ema_update on the host optimizer */
     int (*set_rope)(struct ob_backend *b);                  /* the host model's RoPE tables changed (NULL: nothing to do) */
+    void (*memory_report)(struct ob_backend *b, char *line, size_t n); /* where the device memory went (NULL: host) */
     void (*destroy)(struct ob_backend *b);
 } ob_backend;
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
@@ -221,6 +222,7 @@ typedef struct ob_run {
     float *val_hist;              /* (step, val loss) pairs */
     int n_hist, n_val_hist, cap_hist;
     volatile int stop_signal;     /* set by SIGINT / SIGTERM: checkpoint, then stop */
+    int memory_logged;            /* the backend's memory report was logged (after the first step) */
 } ob_run;
 
 /* Opens the data (or builds the embedded default), the tokenizer, the host model and optimizer,
@@ -1096,6 +1098,12 @@ OB_DEF int ob_run_train(ob_run *r) {
             else ob_ema_update(&r->optim, start);
         }
         ob__hist_push(r, &r->hist, &r->n_hist, (float)r->step, loss);
+        if (r->be.memory_report && !r->memory_logged) { /* after the first step: its buffers are sized then */
+            char line[256];
+            r->be.memory_report(&r->be, line, sizeof line);
+            ob_run_log(r, "%s", line);
+            r->memory_logged = 1;
+        }
         double now = ob_now_ms();
         r->elapsed_ms = base + (now - t_start);
         if (o->train_log_every > 0 && r->step % o->train_log_every == 0) {
