@@ -2879,6 +2879,7 @@ OB_DEF int ob_model_backward(ob_model *m, float loss_scale) {
     int le = ob_config_effective_layers(c);
     size_t BTD = (size_t)BT * D;
     ob__grad_acts G;
+    memset(&G, 0, sizeof G); /* ob__grad_floats sets the fields this config uses; g++ cannot see that */
     ob__grad_floats(c, B, T, &G, a->scratch);
     memset(a->scratch, 0, a->scratch_floats * sizeof(float));
 
