@@ -2,9 +2,9 @@
 #   make test        CPU tests (what CI runs); the last line reads "N passed, N failed, N skipped".
 #                    With nvcc present the GPU test is built too (it skips without a GPU).
 #   make run         the main job: trains on the embedded default (this repository's own text)
-#   make test-gpu    the GPU path against the CPU reference (needs a GPU)
+#   make test-gpu    the GPU path against the CPU reference, and data-parallel training on 2 GPUs (needs a GPU; 2 for the latter)
 #   make bench       the GPU training step of the seed presets, timed (needs a GPU)
-#   make gpu         the GPU builds: build/{train_10min,train_unconstrained,eval}_gpu, build/test_gpu, build/bench_train
+#   make gpu         the GPU builds: build/{train_10min,train_unconstrained,eval}_gpu, build/test_gpu, build/test_dist_gpu, build/bench_train
 #   make test-asan   the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz        libFuzzer targets (clang), each run for FUZZ_RUNS inputs
 #   make clean
@@ -22,10 +22,11 @@ CFLAGS_BASE := -std=c99 -D_DEFAULT_SOURCE -Wall -Wextra -Werror
 OPT ?= -O2 -march=native
 LDLIBS := -lm -lbrotlienc -lbrotlidec -llzma
 
-# CUDA: Hopper's own instructions (sm_90a) plus PTX for other GPUs; cuBLAS for the GEMMs.
+# CUDA: Hopper's own instructions (sm_90a) plus PTX for other GPUs; cuBLAS for the GEMMs. NCCL is not
+# linked: a data-parallel run opens libnccl.so.2 at run time (dlopen: -ldl; its watchdog thread: -lpthread).
 NVCC_ARCH ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
 NVCCFLAGS := -O3 -std=c++17 $(NVCC_ARCH) -Xcompiler -fopenmp,-Wall,-Wextra,-Werror
-CUDA_LIBS := -lcublas $(LDLIBS)
+CUDA_LIBS := -lcublas $(LDLIBS) -ldl -lpthread
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
 CUDA_HEADERS := onebit_cuda.cuh onebit.h onebit_muon.h onebit_pack.h
 
@@ -39,12 +40,12 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS)
 
 HEADERS := onebit.h onebit_muon.h onebit_pack.h
-TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data $(BUILD)/test_run
+TESTS := $(BUILD)/test_numerics $(BUILD)/test_model $(BUILD)/test_fixtures $(BUILD)/test_muon $(BUILD)/test_pack $(BUILD)/test_tokenizer $(BUILD)/test_data $(BUILD)/test_run $(BUILD)/test_dist
 TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
-  GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention
+  GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
   GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/bench_train $(BUILD)/bench_attention
 endif
 
@@ -77,13 +78,16 @@ $(BUILD)/test_gpu: tests/test_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/test_attention: tests/test_attention.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
+# data-parallel training on 2 GPUs (it launches itself as the ranks; skips with fewer GPUs)
+$(BUILD)/test_dist_gpu: tests/test_dist_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/bench_train $(BUILD)/bench_attention: $(BUILD)/%: bench/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
-test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention
+gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
+test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
 bench: $(BUILD)/bench_train $(BUILD)/bench_attention
 	./$(BUILD)/bench_attention
 	./$(BUILD)/bench_train --preset xnor-10min

@@ -18,6 +18,9 @@
  *   attention on bf16 q, k, v (flash-style kernels, fp32 softmax statistics);
  *   Newton-Schulz in bf16 like the seeds.
  *
+ * Data-parallel training (one process per GPU) runs on NCCL, opened at run time: see ob_cuda_dist_init
+ * and ob_backend_cuda_dist; README's Multi-GPU section has the launch commands.
+ *
  * Names mirror the CPU path: ob_cuda_rmsnorm_forward is ob_rmsnorm_forward on the device, and so on.
  * Every CUDA / cuBLAS call is checked (OB_CUDA_CHECK / OB_CUBLAS_CHECK); with ONEBIT_CUDA_DEBUG every
  * launch is followed by a device synchronisation and an error check.
@@ -76,6 +79,10 @@ typedef struct ob_cuda_model {
     float temperature;
     int quantized;
     float loss;                      /* of the last forward (host copy, when synced) */
+    /* data-parallel: called during the backward as soon as block b's gradient is final (after its
+     * last use, the backward's pass over layer b), so its all-reduce overlaps the rest; NULL alone */
+    int (*grad_ready)(void *ctx, int block);
+    void *grad_ready_ctx;
     /* handles */
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -127,6 +134,12 @@ typedef struct ob_cuda_optimizer {
     float *h_norm;                   /* pinned host copy */
     int *decay_only;                 /* host: indices of Muon tensors without a gradient (decay only) */
     int n_decay_only;
+    /* data-parallel (ob_muon_plan's layout): groups above are this rank's own matrices by shape; every
+     * rank keeps all momentum buffers (the gradients are shared), orthogonalises its own matrices, and
+     * each rank's updates are broadcast from it before every rank applies all of them */
+    int rank, world;
+    size_t *rank_begin;              /* host [world + 1]: each rank's workspace range */
+    struct ob_cuda_dist *dist;       /* NULL alone */
 } ob_cuda_optimizer;
 OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg);
 OB_DEF void ob_cuda_optimizer_free(ob_cuda_optimizer *o);
@@ -149,6 +162,23 @@ OB_DEF void ob_cuda_profile_report(FILE *f, int top);
 /* The run-loop backend: the GPU trains, the host model mirrors it on demand; the host weights are
  * uploaded here. o NULL: an evaluation-only backend (score, pull, push; no train_step). */
 OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o);
+
+/* Data-parallel training over NCCL, one process per GPU. libnccl.so.2 is opened at run time (dlopen),
+ * so no program links NCCL and a single GPU never loads it. ob_cuda_dist_init selects this rank's GPU
+ * (d->local_rank, else rank mod the visible GPUs), has rank 0 make the NCCL unique id, hands it over
+ * (ob_dist_exchange_id) and joins the communicator. A watchdog thread follows every collective: an
+ * NCCL asynchronous error, or a collective (or the start-up) unfinished after d->timeout_s, aborts the
+ * communicator and ends the process (status 1) with a message naming the rank and the reason -- a
+ * lost rank cannot leave the others hanging. */
+typedef struct ob_cuda_dist ob_cuda_dist;
+OB_DEF int ob_cuda_dist_init(ob_cuda_dist **out, const ob_dist *d);
+OB_DEF void ob_cuda_dist_free(ob_cuda_dist *d);
+/* The optimizer of a data-parallel run: Muon's matrices split over the ranks (dist NULL: alone). */
+OB_DEF int ob_cuda_optimizer_init_dist(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg, ob_cuda_dist *dist);
+/* The training backend of rank d->rank of d->world (world 1: ob_backend_cuda): joins the other ranks
+ * first; its train_step reads this rank's slice, all-reduces the gradients in buckets overlapped with
+ * the backward, and shares the Muon updates; allreduce and broadcast_state are set. */
+OB_DEF int ob_backend_cuda_dist(ob_backend *b, ob_model *m, ob_optimizer *o, const ob_dist *d);
 
 #endif /* ONEBIT_CUDA_CUH */
 
@@ -2929,6 +2959,10 @@ OB_DEF int ob_cuda_model_loss(ob_cuda_model *g, float *loss) {
     return OB_OK;
 }
 
+/* Block l's gradient is final after the backward's pass over layer l < num_layers (its last use:
+ * layers run backwards and a recurrent model reuses block l % num_layers at the higher ones). */
+#define OB__GRAD_READY(l) do { if (g->grad_ready && (l) < c->num_layers) OB_TRY(g->grad_ready(g->grad_ready_ctx, (l))); } while (0)
+
 OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
     const ob_config *c = &g->cfg;
     const ob_params *hp = &g->layout->p;
@@ -2972,6 +3006,7 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
             int l = enc + i;
             OB_CUDA_CHECK(cudaMemsetAsync(dnext, 0, BTD * sizeof(float), g->stream));
             OB_TRY(ob__cu_block_backward(g, l, dx, dnext, g->dx0));
+            OB__GRAD_READY(l);
             if (i < enc) {
                 int j = enc - 1 - i;
                 OB_TRY(ob_cuda_scaled_add_backward(g, g->dskip + (size_t)j * BTD, ob__dev(g, hp->skip_weights, g->grads) + (size_t)i * D, dnext,
@@ -2984,6 +3019,7 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
             OB_CUDA_LAUNCHED();
             OB_CUDA_CHECK(cudaMemsetAsync(dnext, 0, BTD * sizeof(float), g->stream));
             OB_TRY(ob__cu_block_backward(g, l, dx, dnext, g->dx0));
+            OB__GRAD_READY(l);
             OB_CUDA_CHECK(cudaMemcpyAsync(dx, dnext, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
         }
         ob__k_add<<<OB__ELEMS(BTD)>>>(g->dx0, dx, BTD);
@@ -2999,6 +3035,7 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 OB_TRY(ob__cu_ar_finish(g, l + 1));
                 OB_CUDA_CHECK(cudaMemsetAsync(din, 0, BTD * sizeof(float), g->stream));
                 OB_TRY(ob__cu_block_backward(g, l, g->dS + (size_t)(l + 1) * BTD, din, g->dx0));
+                OB__GRAD_READY(l);
                 OB_TRY(ob__cu_ar_attend_backward(g, l, l, l + 1, din));
             }
         } else {
@@ -3028,6 +3065,7 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
                 OB_TRY(ob_cuda_resid_mix_backward(g, dmo, g->dx0, OB__G(bp->resid_mix), dmix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
                 OB_TRY(ob__cu_ar_attend_backward(g, 2 * l, 2 * l, 2 * l + 1, dmo));
+                OB__GRAD_READY(l);
                 OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
             }
         }
@@ -3173,9 +3211,19 @@ static int ob__cu_muon_selected(const ob_cuda_optimizer *o, const ob_tensor_info
 }
 
 OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg) {
+    return ob_cuda_optimizer_init_dist(o, g, cfg, NULL);
+}
+
+static int ob__cu_dist_rank(const ob_cuda_dist *d);
+static int ob__cu_dist_world(const ob_cuda_dist *d);
+
+OB_DEF int ob_cuda_optimizer_init_dist(ob_cuda_optimizer *o, ob_cuda_model *g, const ob_optim_config *cfg, ob_cuda_dist *dist) {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->g = g;
+    o->dist = dist;
+    o->rank = dist ? ob__cu_dist_rank(dist) : 0;
+    o->world = dist ? ob__cu_dist_world(dist) : 1;
     const ob_model *m = g->layout;
     size_t n = g->n_params;
     OB_CUDA_CHECK(cudaMalloc((void **)&o->m1, n * sizeof(float)));
@@ -3195,25 +3243,12 @@ OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const 
         if (t->has_grad && !ob__cu_muon_selected(o, t) && !(t->group == OB_GROUP_HEAD && cfg->head_lr <= 0.0f)) nc += (int)((t->numel + OB__ADAM_CHUNK - 1) / OB__ADAM_CHUNK);
     }
     ob__cu_adam_chunk *ch = (ob__cu_adam_chunk *)calloc((size_t)(nc ? nc : 1), sizeof *ch);
-    /* Muon: groups by shape in first-appearance order, matrices in table order within a group */
-    o->groups = (ob__cu_muon_group *)calloc((size_t)m->n_tensors + 1, sizeof *o->groups);
-    o->decay_only = (int *)calloc((size_t)m->n_tensors + 1, sizeof(int));
-    int *mat_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof(int));
-    if (!ch || !o->groups || !o->decay_only || !mat_of) { free(ch); free(mat_of); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
+    if (!ch) return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory");
     nc = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         const ob_tensor_info *t = &m->tensors[i];
-        if (ob__cu_muon_selected(o, t)) {
-            if (!t->has_grad) { o->decay_only[o->n_decay_only++] = i; continue; }
-            int k = 0;
-            while (k < o->n_groups && !(o->groups[k].rows == t->shape[0] && o->groups[k].cols == t->shape[1])) k++;
-            if (k == o->n_groups) { o->groups[k].rows = t->shape[0]; o->groups[k].cols = t->shape[1]; o->n_groups++; }
-            o->groups[k].count++;
-            o->n_rows += t->shape[0];
-            continue;
-        }
         /* the seeds' head optimizer runs at lr 0: an untied head never moves unless head_lr is set */
-        if (!t->has_grad || (t->group == OB_GROUP_HEAD && cfg->head_lr <= 0.0f)) continue;
+        if (ob__cu_muon_selected(o, t) || !t->has_grad || (t->group == OB_GROUP_HEAD && cfg->head_lr <= 0.0f)) continue;
         int cls = t->group == OB_GROUP_TOKEN ? 0 : t->group == OB_GROUP_SCALAR ? 1 : t->group == OB_GROUP_HEAD ? 2 : 3;
         for (size_t k = 0; k < t->numel; k += OB__ADAM_CHUNK) {
             ch[nc].off = t->offset + k;
@@ -3227,46 +3262,56 @@ OB_DEF int ob_cuda_optimizer_init(ob_cuda_optimizer *o, ob_cuda_model *g, const 
     if (e == cudaSuccess && nc) e = cudaMemcpyAsync(o->adam_chunks, ch, (size_t)nc * sizeof *ch, cudaMemcpyHostToDevice, g->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(g->stream);
     free(ch);
-    if (e != cudaSuccess) { free(mat_of); return ob_set_error(OB_ERR_CUDA, "GPU optimizer: Adam table: %s", cudaGetErrorString(e)); }
+    if (e != cudaSuccess) return ob_set_error(OB_ERR_CUDA, "GPU optimizer: Adam table: %s", cudaGetErrorString(e));
 
-    /* workspace offsets: groups one after another, matrices of a group contiguous */
-    size_t ws = 0, ab = 0;
-    for (int k = 0; k < o->n_groups; k++) {
-        ob__cu_muon_group *G = &o->groups[k];
+    /* Muon: ob_muon_plan's layout -- alone, groups by shape in first-appearance order, matrices in
+     * table order within a group, one after another in the workspace; data-parallel, each rank's
+     * matrices first gathered (rank-major), and this rank orthogonalises its own, group by group */
+    ob_muon_plan plan;
+    OB_TRY(ob_muon_plan_init(&plan, m, cfg, o->world));
+    o->groups = (ob__cu_muon_group *)calloc((size_t)plan.n_groups + 1, sizeof *o->groups);
+    o->decay_only = (int *)calloc((size_t)plan.n_decay_only + 1, sizeof(int));
+    o->rank_begin = (size_t *)calloc((size_t)o->world + 1, sizeof(size_t));
+    if (!o->groups || !o->decay_only || !o->rank_begin) { ob_muon_plan_free(&plan); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
+    o->n_decay_only = plan.n_decay_only;
+    memcpy(o->decay_only, plan.decay_only, (size_t)plan.n_decay_only * sizeof(int));
+    memcpy(o->rank_begin, plan.rank_begin, ((size_t)o->world + 1) * sizeof(size_t));
+    size_t ws = plan.rank_begin[o->world], ab = 0;
+    for (int k = 0; k < plan.n_groups; k++) {
+        int cnt = plan.sub_count[o->rank * plan.n_groups + k];
+        if (!cnt) continue;
+        ob__cu_muon_group *G = &o->groups[o->n_groups++];
+        G->rows = plan.group_rows[k];
+        G->cols = plan.group_cols[k];
+        G->count = cnt;
+        G->ws_offset = plan.offset[plan.sub_first[o->rank * plan.n_groups + k]];
         size_t r = (size_t)(G->rows < G->cols ? G->rows : G->cols);
-        G->ws_offset = ws;
-        ws += (size_t)G->count * G->rows * G->cols;
-        if ((size_t)G->count * r * r > ab) ab = (size_t)G->count * r * r;
+        if ((size_t)G->count * r * r > ab) ab = (size_t)G->count * r * r; /* A and B: this rank's largest group */
     }
-    ob__cu_muon_row *rows = (ob__cu_muon_row *)calloc((size_t)(o->n_rows ? o->n_rows : 1), sizeof *rows);
-    int n_mats = 0;
-    for (int k = 0; k < o->n_groups; k++) n_mats += o->groups[k].count;
+    int n_mats = plan.n_mats;
     o->n_mats = n_mats;
+    for (int mi = 0; mi < n_mats; mi++) o->n_rows += m->tensors[plan.tensor[mi]].shape[0];
+    ob__cu_muon_row *rows = (ob__cu_muon_row *)calloc((size_t)(o->n_rows ? o->n_rows : 1), sizeof *rows);
     int *row0 = (int *)calloc((size_t)n_mats + 1, sizeof(int));
     float *aspect = (float *)calloc((size_t)n_mats + 1, sizeof(float));
-    if (!rows || !row0 || !aspect) { free(rows); free(row0); free(aspect); free(mat_of); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
-    int nr = 0, mi = 0;
-    for (int k = 0; k < o->n_groups; k++) {
-        ob__cu_muon_group *G = &o->groups[k];
-        size_t next = G->ws_offset;
-        for (int i = 0; i < m->n_tensors; i++) {
-            const ob_tensor_info *t = &m->tensors[i];
-            if (!ob__cu_muon_selected(o, t) || !t->has_grad || t->shape[0] != G->rows || t->shape[1] != G->cols) continue;
-            row0[mi] = nr;
-            aspect[mi] = sqrtf(G->rows > G->cols ? (float)G->rows / (float)G->cols : 1.0f);
-            for (int rr = 0; rr < G->rows; rr++) {
-                rows[nr].p_off = t->offset + (size_t)rr * G->cols;
-                rows[nr].ws_off = next + (size_t)rr * G->cols;
-                rows[nr].cols = G->cols;
-                rows[nr].mat = mi;
-                nr++;
-            }
-            next += t->numel;
-            mi++;
+    if (!rows || !row0 || !aspect) { free(rows); free(row0); free(aspect); ob_muon_plan_free(&plan); return ob_set_error(OB_ERR_NOMEM, "GPU optimizer: out of host memory"); }
+    /* every matrix's rows, in layout order: the momentum of all of them is kept on every rank */
+    int nr = 0;
+    for (int mi = 0; mi < n_mats; mi++) {
+        const ob_tensor_info *t = &m->tensors[plan.tensor[mi]];
+        int R = t->shape[0], C = t->shape[1];
+        row0[mi] = nr;
+        aspect[mi] = sqrtf(R > C ? (float)R / (float)C : 1.0f);
+        for (int rr = 0; rr < R; rr++) {
+            rows[nr].p_off = t->offset + (size_t)rr * C;
+            rows[nr].ws_off = plan.offset[mi] + (size_t)rr * C;
+            rows[nr].cols = C;
+            rows[nr].mat = mi;
+            nr++;
         }
     }
     row0[n_mats] = nr;
-    free(mat_of);
+    ob_muon_plan_free(&plan);
     e = cudaSuccess;
     if (e == cudaSuccess) e = cudaMalloc(&o->rows_tab, (size_t)(nr ? nr : 1) * sizeof *rows);
     if (e == cudaSuccess) e = cudaMalloc((void **)&o->mat_row0, (size_t)(n_mats + 1) * sizeof(int));
@@ -3292,7 +3337,7 @@ OB_DEF void ob_cuda_optimizer_free(ob_cuda_optimizer *o) {
     cudaFree(o->mat_row0); cudaFree(o->ns_x); cudaFree(o->ns_y); cudaFree(o->ns_a); cudaFree(o->ns_b); cudaFree(o->row_ss);
     cudaFree(o->mat_scale); cudaFree(o->norm_part);
     if (o->h_norm) cudaFreeHost(o->h_norm);
-    free(o->groups); free(o->decay_only);
+    free(o->groups); free(o->decay_only); free(o->rank_begin);
     memset(o, 0, sizeof *o);
 }
 
@@ -3334,6 +3379,8 @@ static int ob__cu_newton_schulz(ob_cuda_optimizer *o, const ob__cu_muon_group *G
     *x_out = X;
     return OB_OK;
 }
+
+static int ob__cu_muon_share(ob_cuda_optimizer *o, __nv_bfloat16 *result);
 
 /* Names the first tensor with a non-finite gradient (the rare path: reads the gradients back). */
 static int ob__cu_name_bad_grad(ob_cuda_optimizer *o, double ss) {
@@ -3395,12 +3442,13 @@ OB_DEF int ob_cuda_optimizer_step(ob_cuda_optimizer *o, float lr_scale, float mo
         OB_CUDA_LAUNCHED();
         ob__k_muon_normalize<<<o->n_rows, 256, 0, g->stream>>>(o->ns_x, o->mat_scale, rows);
         OB_CUDA_LAUNCHED();
-        __nv_bfloat16 *result = o->ns_x;
+        /* every group ends in the same buffer: X and Y swap once per Newton-Schulz step */
+        __nv_bfloat16 *result = c->muon_backend_steps > 0 && c->muon_backend_steps % 2 ? o->ns_y : o->ns_x;
         for (int k = 0; k < o->n_groups; k++) {
             __nv_bfloat16 *xo = NULL;
             OB_TRY(ob__cu_newton_schulz(o, &o->groups[k], &xo));
-            result = xo - o->groups[k].ws_offset; /* every group ends in the same buffer (same step count) */
         }
+        if (o->dist) OB_TRY(ob__cu_muon_share(o, result)); /* each rank's updates from it, to every rank */
         ob__k_muon_apply<<<o->n_rows, 256, 0, g->stream>>>(g->params, result, rows, o->mat_scale + o->n_mats + 1, lr, c->muon_wd, c->normuon,
                                                             c->bf16_update);
         OB_CUDA_LAUNCHED();
@@ -3461,6 +3509,336 @@ OB_DEF int ob_cuda_optimizer_download(const ob_cuda_optimizer *o, ob_optimizer *
 }
 
 /* ================================================================================================
+ * Data-parallel training over NCCL. libnccl.so.2 is opened at run time and only what is used is
+ * resolved, against onebit's own declarations of NCCL's types (nccl.h 2.x: ABI-stable since 2.0), so
+ * no header beyond the CUDA Toolkit's is needed to build and no program needs NCCL with one GPU.
+ * Every collective runs on one communication stream, in the same order on every rank.
+ * ============================================================================================== */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <unistd.h>
+
+typedef struct ob__nccl_comm_opaque *ob__nccl_comm;                  /* ncclComm_t */
+typedef struct { char internal[OB_DIST_ID_BYTES]; } ob__nccl_id;     /* ncclUniqueId (128 bytes, passed by value) */
+enum { OB__NCCL_SUCCESS = 0, OB__NCCL_IN_PROGRESS = 7 };             /* ncclResult_t */
+enum { OB__NCCL_FLOAT32 = 7, OB__NCCL_FLOAT64 = 8, OB__NCCL_BFLOAT16 = 9 }; /* ncclDataType_t */
+enum { OB__NCCL_SUM = 0, OB__NCCL_MAX = 2 };                         /* ncclRedOp_t */
+static struct {
+    void *lib;
+    int (*GetUniqueId)(ob__nccl_id *);
+    int (*CommInitRank)(ob__nccl_comm *, int, ob__nccl_id, int);
+    int (*AllReduce)(const void *, void *, size_t, int, int, ob__nccl_comm, cudaStream_t);
+    int (*Broadcast)(const void *, void *, size_t, int, int, ob__nccl_comm, cudaStream_t);
+    int (*GroupStart)(void);
+    int (*GroupEnd)(void);
+    int (*CommGetAsyncError)(ob__nccl_comm, int *);
+    int (*CommAbort)(ob__nccl_comm);
+    int (*CommDestroy)(ob__nccl_comm);
+    const char *(*GetErrorString)(int);
+} ob__nccl;
+
+static int ob__nccl_load(void) {
+    if (ob__nccl.lib) return OB_OK;
+    static const char *names[] = {"libnccl.so.2", "libnccl.so"};
+    void *lib = NULL;
+    char why[300] = "";
+    for (int i = 0; i < 2 && !lib; i++) {
+        lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        const char *de = lib ? NULL : dlerror();
+        if (!lib && i == 0) snprintf(why, sizeof why, "%s", de ? de : "not found");
+    }
+    if (!lib)
+        return ob_set_error(OB_ERR_CUDA, "a data-parallel run needs NCCL: cannot load libnccl.so.2 (%s); install NCCL or add its folder to "
+                            "LD_LIBRARY_PATH (one GPU does not need it)", why);
+    struct { const char *name; void *slot; size_t size; } syms[] = {
+        {"ncclGetUniqueId", &ob__nccl.GetUniqueId, sizeof ob__nccl.GetUniqueId},
+        {"ncclCommInitRank", &ob__nccl.CommInitRank, sizeof ob__nccl.CommInitRank},
+        {"ncclAllReduce", &ob__nccl.AllReduce, sizeof ob__nccl.AllReduce},
+        {"ncclBroadcast", &ob__nccl.Broadcast, sizeof ob__nccl.Broadcast},
+        {"ncclGroupStart", &ob__nccl.GroupStart, sizeof ob__nccl.GroupStart},
+        {"ncclGroupEnd", &ob__nccl.GroupEnd, sizeof ob__nccl.GroupEnd},
+        {"ncclCommGetAsyncError", &ob__nccl.CommGetAsyncError, sizeof ob__nccl.CommGetAsyncError},
+        {"ncclCommAbort", &ob__nccl.CommAbort, sizeof ob__nccl.CommAbort},
+        {"ncclCommDestroy", &ob__nccl.CommDestroy, sizeof ob__nccl.CommDestroy},
+        {"ncclGetErrorString", &ob__nccl.GetErrorString, sizeof ob__nccl.GetErrorString},
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof *syms; i++) {
+        void *p = dlsym(lib, syms[i].name);
+        if (!p) {
+            dlclose(lib);
+            memset(&ob__nccl, 0, sizeof ob__nccl);
+            return ob_set_error(OB_ERR_CUDA, "libnccl.so.2 has no %s: NCCL 2.4 or newer is needed", syms[i].name);
+        }
+        memcpy(syms[i].slot, &p, syms[i].size); /* a data pointer to a function pointer, without a cast C++ frowns on */
+    }
+    ob__nccl.lib = lib;
+    return OB_OK;
+}
+
+#define OB__DIST_PENDING 64  /* collectives the watchdog can follow at once (a step has a handful) */
+#define OB__DIST_VALS 64     /* host values one reduction carries */
+struct ob_cuda_dist {
+    ob_dist env;
+    int rank, world, device;
+    ob__nccl_comm comm;
+    cudaStream_t stream;              /* the communication stream */
+    cudaEvent_t ready, done;          /* joins: another stream -> this one, this one -> another */
+    double *d_val, *h_val;            /* host values through the device (pinned host side) */
+    /* the watchdog: every collective is followed by an event; the thread polls the oldest one */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mu;
+    int stop;
+    int phase;                        /* 0 collectives, 1 start-up (ncclCommInitRank), 2 shutdown (ncclCommDestroy) */
+    double phase_t0;
+    cudaEvent_t ev[OB__DIST_PENDING];
+    double t0[OB__DIST_PENDING];
+    const char *what[OB__DIST_PENDING];
+    int head, count;
+};
+static int ob__cu_dist_rank(const ob_cuda_dist *d) { return d->rank; }
+static int ob__cu_dist_world(const ob_cuda_dist *d) { return d->world; }
+
+#define OB__NCCL_CHECK(d, call, what)                                                                               \
+    do {                                                                                                            \
+        int r_ = (call);                                                                                            \
+        if (r_ != OB__NCCL_SUCCESS)                                                                                 \
+            return ob_set_error(OB_ERR_CUDA, "rank %d of %d: NCCL %s failed: %s (%s:%d)", (d)->rank, (d)->world, what, \
+                                ob__nccl.GetErrorString ? ob__nccl.GetErrorString(r_) : "?", __FILE__, __LINE__);   \
+    } while (0)
+
+/* The end of a rank that cannot go on: say who and why, abort the communicator (so this rank's
+ * NCCL kernels stop and its peers see the loss), exit. Called from the watchdog, whose main thread
+ * may be blocked inside CUDA waiting for the collective that never finishes: no error can be
+ * returned to it, so the process ends here. */
+static void ob__dist_fail(ob_cuda_dist *d, const char *why) {
+    fprintf(stderr, "onebit: rank %d of %d: %s -- aborting the NCCL communicator and exiting\n", d->rank, d->world, why);
+    fflush(stderr);
+    fflush(stdout);
+    alarm(30); /* should the abort itself hang, SIGALRM's default action ends the process */
+    pthread_mutex_lock(&d->mu);
+    ob__nccl_comm comm = d->comm;
+    pthread_mutex_unlock(&d->mu);
+    if (comm) ob__nccl.CommAbort(comm);
+    _exit(1);
+}
+
+static void *ob__dist_watchdog(void *arg) {
+    ob_cuda_dist *d = (ob_cuda_dist *)arg;
+    cudaSetDevice(d->device); /* the events belong to this rank's GPU */
+    char why[600];
+    for (;;) {
+        pthread_mutex_lock(&d->mu);
+        int stop = d->stop, phase = d->phase, have = d->count > 0;
+        double phase_t0 = d->phase_t0, t0 = have ? d->t0[d->head] : 0.0;
+        cudaEvent_t ev = have ? d->ev[d->head] : NULL;
+        const char *what = have ? d->what[d->head] : "";
+        ob__nccl_comm comm = d->comm;
+        pthread_mutex_unlock(&d->mu);
+        if (stop) break;
+        double now = ob_now_ms() * 1e-3;
+        if (phase == 1 && now - phase_t0 > d->env.timeout_s) {
+            snprintf(why, sizeof why, "NCCL start-up: not every rank joined within %g s (ONEBIT_NCCL_TIMEOUT) -- a rank failed to start, "
+                     "or read a stale ONEBIT_NCCL_ID_FILE left by an earlier run", d->env.timeout_s);
+            ob__dist_fail(d, why);
+        }
+        if (phase == 2 && now - phase_t0 > d->env.timeout_s) {
+            snprintf(why, sizeof why, "NCCL shutdown did not finish within %g s (ONEBIT_NCCL_TIMEOUT): a rank is gone", d->env.timeout_s);
+            ob__dist_fail(d, why);
+        }
+        if (have) {
+            cudaError_t q = cudaEventQuery(ev);
+            if (q == cudaSuccess) { /* done: follow the next one */
+                pthread_mutex_lock(&d->mu);
+                d->head = (d->head + 1) % OB__DIST_PENDING;
+                d->count--;
+                pthread_mutex_unlock(&d->mu);
+                continue;
+            }
+            if (q != cudaErrorNotReady) {
+                snprintf(why, sizeof why, "a CUDA error during %s: %s", what, cudaGetErrorString(q));
+                ob__dist_fail(d, why);
+            }
+            if (now - t0 > d->env.timeout_s) {
+                snprintf(why, sizeof why, "%s did not finish within %g s (ONEBIT_NCCL_TIMEOUT): another rank died, stalls or left the run", what,
+                         d->env.timeout_s);
+                ob__dist_fail(d, why);
+            }
+        }
+        int ae = OB__NCCL_SUCCESS;
+        if (comm && ob__nccl.CommGetAsyncError(comm, &ae) == OB__NCCL_SUCCESS && ae != OB__NCCL_SUCCESS && ae != OB__NCCL_IN_PROGRESS) {
+            snprintf(why, sizeof why, "NCCL reports an error%s%s: %s", have ? " during " : "", what, ob__nccl.GetErrorString(ae));
+            ob__dist_fail(d, why);
+        }
+        ob__dist_sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* Hands what was just enqueued on the communication stream to the watchdog. */
+static int ob__dist_track(ob_cuda_dist *d, const char *what) {
+    for (;;) { /* full: the watchdog frees a slot as the oldest finishes (or ends the process) */
+        pthread_mutex_lock(&d->mu);
+        if (d->count < OB__DIST_PENDING) break;
+        pthread_mutex_unlock(&d->mu);
+        ob__dist_sleep_ms(1);
+    }
+    int slot = (d->head + d->count) % OB__DIST_PENDING;
+    cudaError_t ce = cudaEventRecord(d->ev[slot], d->stream);
+    if (ce == cudaSuccess) {
+        d->t0[slot] = ob_now_ms() * 1e-3;
+        d->what[slot] = what;
+        d->count++;
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (ce != cudaSuccess) return ob_set_error(OB_ERR_CUDA, "rank %d: cudaEventRecord (the NCCL watchdog's): %s", d->rank, cudaGetErrorString(ce));
+    return OB_OK;
+}
+/* The communication stream waits for what stream s has been given so far. */
+static int ob__dist_after(ob_cuda_dist *d, cudaStream_t s) {
+    OB_CUDA_CHECK(cudaEventRecord(d->ready, s));
+    OB_CUDA_CHECK(cudaStreamWaitEvent(d->stream, d->ready, 0));
+    return OB_OK;
+}
+/* Stream s waits for the communication stream's work so far. */
+static int ob__dist_before(ob_cuda_dist *d, cudaStream_t s) {
+    OB_CUDA_CHECK(cudaEventRecord(d->done, d->stream));
+    OB_CUDA_CHECK(cudaStreamWaitEvent(s, d->done, 0));
+    return OB_OK;
+}
+
+/* Host values summed (OB_REDUCE_SUM) or maxed over ranks, in double: the evaluation's sums, the loop's
+ * agreement on time and signals. Returns once every rank's values are in. */
+static int ob__dist_allreduce_host(ob_cuda_dist *d, double *v, int n, int op) {
+    if (n < 1 || n > OB__DIST_VALS) return ob_set_error(OB_ERR_ARG, "rank %d: a reduction of %d host values (1..%d)", d->rank, n, OB__DIST_VALS);
+    memcpy(d->h_val, v, (size_t)n * sizeof(double));
+    OB_CUDA_CHECK(cudaMemcpyAsync(d->d_val, d->h_val, (size_t)n * sizeof(double), cudaMemcpyHostToDevice, d->stream));
+    OB__NCCL_CHECK(d, ob__nccl.AllReduce(d->d_val, d->d_val, (size_t)n, OB__NCCL_FLOAT64, op == OB_REDUCE_MAX ? OB__NCCL_MAX : OB__NCCL_SUM, d->comm, d->stream),
+                   "all-reduce of host values");
+    OB_CUDA_CHECK(cudaMemcpyAsync(d->h_val, d->d_val, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, d->stream));
+    OB_TRY(ob__dist_track(d, "a reduction of host values (time, signals, evaluation sums)"));
+    OB_CUDA_CHECK(cudaStreamSynchronize(d->stream)); /* a rank that never comes: the watchdog ends this one */
+    memcpy(v, d->h_val, (size_t)n * sizeof(double));
+    return OB_OK;
+}
+
+OB_DEF void ob_cuda_dist_free(ob_cuda_dist *d) {
+    if (!d) return;
+    if (d->stream) cudaStreamSynchronize(d->stream);
+    if (d->comm) {
+        /* the watchdog stays up: should a peer be gone and the shutdown wait on it, the timeout ends it */
+        pthread_mutex_lock(&d->mu);
+        d->phase = 2;
+        d->phase_t0 = ob_now_ms() * 1e-3;
+        pthread_mutex_unlock(&d->mu);
+        ob__nccl.CommDestroy(d->comm);
+        pthread_mutex_lock(&d->mu);
+        d->comm = NULL;
+        pthread_mutex_unlock(&d->mu);
+    }
+    if (d->thread_started) {
+        pthread_mutex_lock(&d->mu);
+        d->stop = 1;
+        pthread_mutex_unlock(&d->mu);
+        pthread_join(d->thread, NULL);
+    }
+    pthread_mutex_destroy(&d->mu);
+    for (int i = 0; i < OB__DIST_PENDING; i++)
+        if (d->ev[i]) cudaEventDestroy(d->ev[i]);
+    if (d->ready) cudaEventDestroy(d->ready);
+    if (d->done) cudaEventDestroy(d->done);
+    if (d->stream) cudaStreamDestroy(d->stream);
+    cudaFree(d->d_val);
+    if (d->h_val) cudaFreeHost(d->h_val);
+    free(d);
+}
+
+static int ob__dist_setup(ob_cuda_dist *d) {
+    OB_CUDA_CHECK(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+    OB_CUDA_CHECK(cudaEventCreateWithFlags(&d->ready, cudaEventDisableTiming));
+    OB_CUDA_CHECK(cudaEventCreateWithFlags(&d->done, cudaEventDisableTiming));
+    for (int i = 0; i < OB__DIST_PENDING; i++) OB_CUDA_CHECK(cudaEventCreateWithFlags(&d->ev[i], cudaEventDisableTiming));
+    OB_CUDA_CHECK(cudaMalloc((void **)&d->d_val, OB__DIST_VALS * sizeof(double)));
+    OB_CUDA_CHECK(cudaMallocHost((void **)&d->h_val, OB__DIST_VALS * sizeof(double)));
+    return OB_OK;
+}
+
+OB_DEF int ob_cuda_dist_init(ob_cuda_dist **out, const ob_dist *env) {
+    *out = NULL;
+    if (env->world < 2 || env->rank < 0 || env->rank >= env->world)
+        return ob_set_error(OB_ERR_ARG, "data-parallel start-up: rank %d of %d", env->rank, env->world);
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < 1) {
+        cudaGetLastError();
+        return ob_set_error(OB_ERR_CUDA, "rank %d of %d: no CUDA device is visible", env->rank, env->world);
+    }
+    int dev = env->local_rank >= 0 ? env->local_rank : env->rank % n_dev;
+    if (dev >= n_dev)
+        return ob_set_error(OB_ERR_ARG, "rank %d of %d: local rank %d (%s) but only %d GPU(s) are visible on this node (CUDA_VISIBLE_DEVICES?)", env->rank,
+                            env->world, dev, env->launcher, n_dev);
+    /* this rank's GPU before anything touches one: every allocation and NCCL's own go there */
+    cudaError_t ce = cudaSetDevice(dev);
+    if (ce != cudaSuccess) return ob_set_error(OB_ERR_CUDA, "rank %d: cudaSetDevice(%d): %s", env->rank, dev, cudaGetErrorString(ce));
+    OB_TRY(ob__nccl_load());
+    ob_cuda_dist *d = (ob_cuda_dist *)calloc(1, sizeof *d);
+    if (!d) return ob_set_error(OB_ERR_NOMEM, "rank %d: out of host memory", env->rank);
+    d->env = *env;
+    d->rank = env->rank;
+    d->world = env->world;
+    d->device = dev;
+    pthread_mutex_init(&d->mu, NULL);
+    int e = ob__dist_setup(d);
+    ob__nccl_id id;
+    memset(&id, 0, sizeof id);
+    if (!e && d->rank == 0) {
+        int r = ob__nccl.GetUniqueId(&id);
+        if (r != OB__NCCL_SUCCESS) e = ob_set_error(OB_ERR_CUDA, "rank 0: ncclGetUniqueId failed: %s", ob__nccl.GetErrorString(r));
+    }
+    if (!e) e = ob_dist_exchange_id(env, (uint8_t *)id.internal);
+    if (!e) { /* the watchdog from here: ncclCommInitRank waits for every rank, and a rank may never come */
+        d->phase = 1;
+        d->phase_t0 = ob_now_ms() * 1e-3;
+        if (pthread_create(&d->thread, NULL, ob__dist_watchdog, d) != 0) e = ob_set_error(OB_ERR_IO, "rank %d: cannot start the NCCL watchdog thread", d->rank);
+        else d->thread_started = 1;
+    }
+    if (!e) {
+        ob__nccl_comm comm = NULL;
+        int r = ob__nccl.CommInitRank(&comm, d->world, id, d->rank);
+        if (r != OB__NCCL_SUCCESS) e = ob_set_error(OB_ERR_CUDA, "rank %d of %d: ncclCommInitRank failed: %s", d->rank, d->world, ob__nccl.GetErrorString(r));
+        pthread_mutex_lock(&d->mu);
+        d->comm = r == OB__NCCL_SUCCESS ? comm : NULL;
+        d->phase = 0;
+        pthread_mutex_unlock(&d->mu);
+    }
+    if (e) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", ob_last_error());
+        ob_cuda_dist_free(d);
+        return ob_set_error(e, "%s", msg);
+    }
+    ob_dist_id_done(env); /* every rank has joined, so every rank has read it */
+    *out = d;
+    return OB_OK;
+}
+
+/* Muon: each rank's orthogonalised updates, in its own workspace range, broadcast from it -- one
+ * contributor per element, so this is exact (the seeds sum a zero-filled bf16 buffer instead: the
+ * same result, twice the traffic). */
+static int ob__cu_muon_share(ob_cuda_optimizer *o, __nv_bfloat16 *result) {
+    ob_cuda_dist *d = o->dist;
+    cudaStream_t s = o->g->stream;
+    OB_TRY(ob__dist_after(d, s));
+    OB__NCCL_CHECK(d, ob__nccl.GroupStart(), "group start (Muon)");
+    for (int r = 0; r < o->world; r++) {
+        size_t b0 = o->rank_begin[r], n = o->rank_begin[r + 1] - b0;
+        if (n) OB__NCCL_CHECK(d, ob__nccl.Broadcast(result + b0, result + b0, n, OB__NCCL_BFLOAT16, r, d->comm, d->stream), "broadcast of the Muon updates");
+    }
+    OB__NCCL_CHECK(d, ob__nccl.GroupEnd(), "group end (Muon)");
+    OB_TRY(ob__dist_track(d, "the broadcast of the Muon updates"));
+    return ob__dist_before(d, s);
+}
+
+/* ================================================================================================
  * The backend for the run loop (ob_run_train / ob_run_finish): the GPU trains and scores; the host
  * model and optimizer receive the device's state on pull (checkpoints, the artifact).
  * ============================================================================================== */
@@ -3479,6 +3857,11 @@ typedef struct ob__cuda_backend {
     int eval_tokens;          /* the most tokens one scoring forward takes */
     int64_t max_tokens;       /* the most tokens one forward/backward takes: larger micro-batches run in pieces */
     int fit_T;                /* the sequence length max_tokens was sized for */
+    /* data-parallel (NULL / unused alone) */
+    ob_cuda_dist *dist;
+    ob_grad_bucket *buckets;  /* the gradient buffer by backward stage (ob_grad_buckets) */
+    int n_buckets, n_stages;
+    uint8_t *fired;           /* [n_stages]: this step's all-reduce of the stage is enqueued */
 } ob__cuda_backend;
 
 /* How many tokens of sequence length T fit one forward/backward in the device memory left: the
@@ -3512,11 +3895,50 @@ static int ob__cb_buffers(ob__cuda_backend *cb, size_t tokens) {
     return OB_OK;
 }
 
+/* Data-parallel gradients: the all-reduce (sum) of a backward stage's buckets, on the communication
+ * stream once the compute stream has finished them (called by the backward as each block's gradient
+ * becomes final, so the transfers overlap the rest of the backward). */
+static int ob__cb_reduce_stage(ob__cuda_backend *cb, int stage) {
+    ob_cuda_dist *d = cb->dist;
+    cb->fired[stage] = 1;
+    for (int i = 0; i < cb->n_buckets; i++)
+        if (cb->buckets[i].stage == stage)
+            OB__NCCL_CHECK(d, ob__nccl.AllReduce(cb->g.grads + cb->buckets[i].offset, cb->g.grads + cb->buckets[i].offset, cb->buckets[i].count,
+                                                 OB__NCCL_FLOAT32, OB__NCCL_SUM, d->comm, d->stream), "all-reduce of the gradients");
+    return OB_OK;
+}
+static int ob__cb_grad_ready(void *ctx, int block) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)ctx;
+    if (block < 0 || block >= cb->n_stages || cb->fired[block]) return OB_OK;
+    OB_TRY(ob__dist_after(cb->dist, cb->g.stream));
+    OB__NCCL_CHECK(cb->dist, ob__nccl.GroupStart(), "group start (gradients)");
+    OB_TRY(ob__cb_reduce_stage(cb, block));
+    OB__NCCL_CHECK(cb->dist, ob__nccl.GroupEnd(), "group end (gradients)");
+    return OB_OK;
+}
+/* After the last backward: every stage not yet sent (the embeddings, skips and the like, final only
+ * now) and the step's loss; then the compute stream waits for all of it before the optimizer. */
+static int ob__cb_grads_finish(ob__cuda_backend *cb) {
+    ob_cuda_dist *d = cb->dist;
+    OB_TRY(ob__dist_after(d, cb->g.stream));
+    OB__NCCL_CHECK(d, ob__nccl.GroupStart(), "group start (gradients)");
+    for (int st = 0; st < cb->n_stages; st++)
+        if (!cb->fired[st]) OB_TRY(ob__cb_reduce_stage(cb, st));
+    OB__NCCL_CHECK(d, ob__nccl.AllReduce(cb->g.loss_parts + 1, cb->g.loss_parts + 1, 1, OB__NCCL_FLOAT32, OB__NCCL_SUM, d->comm, d->stream),
+                   "all-reduce of the loss");
+    OB__NCCL_CHECK(d, ob__nccl.GroupEnd(), "group end (gradients)");
+    memset(cb->fired, 0, (size_t)cb->n_stages);
+    OB_TRY(ob__dist_track(d, "the all-reduce of the gradients"));
+    return ob__dist_before(d, cb->g.stream);
+}
+
 static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale, float momentum,
                              float *loss) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
     ob_cuda_model *g = &cb->g;
-    int64_t local = ob_loader_local_tokens(batch_tokens, 1, accum);
+    /* data-parallel: this rank's slice of each global chunk, accum being this rank's micro-batches */
+    int world = cb->dist ? cb->dist->world : 1, rank = cb->dist ? cb->dist->rank : 0;
+    int64_t local = ob_loader_local_tokens(batch_tokens, world, accum);
     if (local < seq_len || local % seq_len)
         return ob_set_error(OB_ERR_ARG, "train step: %lld tokens per micro-batch is not a multiple of the sequence length %d", (long long)local, seq_len);
     /* a micro-batch larger than memory allows runs in pieces of whole sequences: the gradient of its
@@ -3532,7 +3954,7 @@ static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_to
         int k = a & 1;
         /* the host reads the next micro-batch while the device works on the previous one */
         if (cb->used[k]) OB_CUDA_CHECK(cudaEventSynchronize(cb->copied[k]));
-        OB_TRY(ob_loader_next(s, batch_tokens, 1, 0, accum, cb->hx[k], cb->hy[k]));
+        OB_TRY(ob_loader_next(s, batch_tokens, world, rank, accum, cb->hx[k], cb->hy[k]));
         for (int64_t p0 = 0; p0 < local; p0 += piece) {
             int64_t n = local - p0 < piece ? local - p0 : piece;
             int nb = (int)(n / seq_len);
@@ -3544,13 +3966,23 @@ static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_to
             OB_TRY(ob_cuda_model_forward(g, nb, seq_len, 1));
             ob__k_loss_accumulate<<<1, 32, 0, g->stream>>>(g->loss_parts + 1, g->loss_parts, share, a == 0 && p0 == 0);
             OB_CUDA_LAUNCHED();
-            OB_TRY(ob_cuda_model_backward(g, share / (float)accum));
+            if (!cb->dist) OB_TRY(ob_cuda_model_backward(g, share / (float)accum));
+            else {
+                /* loss / (accum x world): summed over ranks, the mean over every micro-batch of the step
+                 * -- the one-GPU gradient. The last backward sends each block's gradient as it is final. */
+                int last = a == accum - 1 && p0 + n >= local;
+                if (last) { g->grad_ready = ob__cb_grad_ready; g->grad_ready_ctx = cb; }
+                int e = ob_cuda_model_backward(g, share / ((float)accum * (float)world));
+                g->grad_ready = NULL;
+                if (e) return e;
+            }
         }
         cb->used[k] = 1;
     }
+    if (cb->dist) OB_TRY(ob__cb_grads_finish(cb)); /* the rest of the gradients and the loss, summed over ranks */
     OB_CUDA_CHECK(cudaMemcpyAsync(cb->h_loss, g->loss_parts + 1, sizeof(float), cudaMemcpyDeviceToHost, g->stream));
     OB_TRY(ob_cuda_optimizer_step(&cb->o, lr_scale, momentum)); /* synchronises for the gradient norm */
-    *loss = *cb->h_loss / (float)accum;
+    *loss = cb->dist ? *cb->h_loss / ((float)accum * (float)world) : *cb->h_loss / (float)accum; /* data-parallel: the mean over ranks */
     return OB_OK;
 }
 
@@ -3606,10 +4038,48 @@ static void ob__cb_memory_report(ob_backend *b, char *line, size_t n) {
              (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9);
 }
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
+
+static int ob__cb_allreduce(ob_backend *b, double *v, int n, int op) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    if (!cb->dist) return OB_OK; /* alone: the values are already everyone's */
+    return ob__dist_allreduce_host(cb->dist, v, n, op);
+}
+/* Rank 0's weights and optimizer state (a resumed run's) on every rank, before the first step. */
+static int ob__cb_broadcast_state(ob_backend *b) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
+    ob_cuda_dist *d = cb->dist;
+    if (!d) return OB_OK;
+    ob_cuda_model *g = &cb->g;
+    ob_cuda_optimizer *o = &cb->o;
+    size_t n = g->n_params;
+    float *arrays[5] = {g->params, o->m1, o->m2, o->momentum, o->ema};
+    OB_TRY(ob__dist_after(d, g->stream));
+    OB__NCCL_CHECK(d, ob__nccl.GroupStart(), "group start (state)");
+    for (int i = 0; i < 5; i++)
+        if (arrays[i]) OB__NCCL_CHECK(d, ob__nccl.Broadcast(arrays[i], arrays[i], n, OB__NCCL_FLOAT32, 0, d->comm, d->stream), "broadcast of rank 0's state");
+    OB__NCCL_CHECK(d, ob__nccl.GroupEnd(), "group end (state)");
+    OB_TRY(ob__dist_track(d, "the start-up broadcast of rank 0's weights and optimizer state"));
+    OB_TRY(ob__dist_before(d, g->stream));
+    double v[4] = {0.0, 0.0, 0.0, 0.0}; /* summed: rank 0's counters */
+    if (d->rank == 0) { v[0] = (double)o->step; v[1] = o->ema_started; v[2] = o->ema_steps; v[3] = o->last_grad_norm; }
+    OB_TRY(ob__dist_allreduce_host(d, v, 4, OB_REDUCE_SUM));
+    o->step = (int64_t)v[0];
+    o->ema_started = (int)v[1];
+    o->ema_steps = (int)v[2];
+    o->last_grad_norm = (float)v[3];
+    g->quantized = 0;
+    OB_CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    return OB_OK;
+}
+
 static void ob__cb_destroy(ob_backend *b) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
     if (!cb) return;
     if (cb->g.stream) cudaStreamSynchronize(cb->g.stream);
+    ob_cuda_dist_free(cb->dist); /* the communicator first: nothing of it may outlive the buffers */
+    cb->dist = NULL;
+    free(cb->buckets);
+    free(cb->fired);
     for (int i = 0; i < 2; i++) {
         if (cb->hx[i]) cudaFreeHost(cb->hx[i]);
         if (cb->hy[i]) cudaFreeHost(cb->hy[i]);
@@ -3622,12 +4092,15 @@ static void ob__cb_destroy(ob_backend *b) {
     b->ctx = NULL;
 }
 
-OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
+/* dist: joined already (owned from here on, freed with the backend); NULL alone */
+static int ob__backend_cuda_open(ob_backend *b, ob_model *m, ob_optimizer *o, ob_cuda_dist *dist) {
     memset(b, 0, sizeof *b);
-    if (!ob_cuda_available()) return ob_set_error(OB_ERR_CUDA, "no CUDA device is available");
+    if (!ob_cuda_available()) { ob_cuda_dist_free(dist); return ob_set_error(OB_ERR_CUDA, "no CUDA device is available"); }
     ob__cuda_backend *cb = (ob__cuda_backend *)calloc(1, sizeof *cb);
-    if (!cb) return ob_set_error(OB_ERR_NOMEM, "GPU backend: out of host memory");
+    if (!cb) { ob_cuda_dist_free(dist); return ob_set_error(OB_ERR_NOMEM, "GPU backend: out of host memory"); }
+    cb->dist = dist;
     b->name = "cuda";
+    b->world = 1;
     b->ctx = cb;
     b->host = m;
     b->host_opt = o;
@@ -3642,7 +4115,18 @@ OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
     /* evaluation only (no optimizer): forwards of up to 64 windows; training raises it to its piece */
     cb->eval_tokens = (o ? 8 : 64) * m->cfg.train_seq_len;
     int e = ob_cuda_model_init(&cb->g, m); /* uploads the host weights */
-    if (!e && o) e = ob_cuda_optimizer_init(&cb->o, &cb->g, &o->cfg);
+    if (!e && o) e = ob_cuda_optimizer_init_dist(&cb->o, &cb->g, &o->cfg, dist);
+    if (!e && dist) {
+        b->rank = dist->rank;
+        b->world = dist->world;
+        b->allreduce = ob__cb_allreduce;
+        b->broadcast_state = ob__cb_broadcast_state;
+        cb->n_stages = m->cfg.num_layers + 1;
+        cb->buckets = (ob_grad_bucket *)calloc((size_t)m->n_tensors + 1, sizeof *cb->buckets);
+        cb->fired = (uint8_t *)calloc((size_t)cb->n_stages, 1);
+        if (!cb->buckets || !cb->fired) e = ob_set_error(OB_ERR_NOMEM, "GPU backend: out of host memory");
+        else cb->n_buckets = ob_grad_buckets(m, cb->buckets);
+    }
     if (!e && o) e = ob_cuda_optimizer_upload(&cb->o, o); /* a resumed run's state */
     for (int i = 0; i < 2 && !e; i++)
         if (cudaEventCreateWithFlags(&cb->copied[i], cudaEventDisableTiming) != cudaSuccess) e = ob_set_error(OB_ERR_CUDA, "GPU backend: cannot create events");
@@ -3654,6 +4138,17 @@ OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) {
         return ob_set_error(e, "%s", msg);
     }
     return OB_OK;
+}
+
+OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o) { return ob__backend_cuda_open(b, m, o, NULL); }
+
+OB_DEF int ob_backend_cuda_dist(ob_backend *b, ob_model *m, ob_optimizer *o, const ob_dist *d) {
+    if (d->world <= 1) return ob_backend_cuda(b, m, o); /* alone: NCCL is never loaded */
+    memset(b, 0, sizeof *b);
+    if (!o) return ob_set_error(OB_ERR_ARG, "rank %d of %d: a data-parallel backend trains: it needs the optimizer", d->rank, d->world);
+    ob_cuda_dist *dist = NULL;
+    OB_TRY(ob_cuda_dist_init(&dist, d)); /* this rank's GPU, then the communicator: before any allocation */
+    return ob__backend_cuda_open(b, m, o, dist);
 }
 
 #endif /* ONEBIT_IMPLEMENTATION (CUDA) */

@@ -15,6 +15,11 @@
  *               ob_batch_tokens_at.
  *   train       ob_train_step: gradient accumulation over micro-batches from the seeds' loader,
  *               one optimizer step, on the CPU reference model.
+ *   distribute  data-parallel runs, the host side: ob_dist_from_env (the launcher's variables),
+ *               ob_dist_accum, ob_dist_muon_owner / ob_muon_plan (Muon's matrices over ranks),
+ *               ob_grad_buckets (the overlapped all-reduce), ob_dist_exchange_id (the NCCL id through
+ *               a file or TCP); the run loop's agreement on time and signals, split evaluation,
+ *               rank 0's logs and checkpoints. onebit_cuda.cuh does the communication (NCCL).
  *
  * The seeds' quirks are the defaults, each named where it is implemented: the cosine schedule's lr of
  * exactly 0 at step 0, the untied head that never learns (head lr 0), GRAD_CLIP_NORM read and never
@@ -138,6 +143,79 @@ OB_DEF int ob_train_step(ob_model *m, ob_optimizer *o, ob_token_stream *stream, 
                          float lr_scale, float momentum, float *loss_out);
 
 /* ------------------------------------------------------------------------------------------------
+ * Data-parallel runs: one process per GPU, the seeds' DDP arithmetic. This part is host code only
+ * (no NCCL): where each process stands (the launcher's variables), the split of the work (data,
+ * micro-batches, Muon's matrices, the gradient buckets) and the rendezvous that hands rank 0's NCCL
+ * unique id -- an opaque blob here -- to the other ranks. onebit_cuda.cuh does the communication.
+ *
+ *   data        every rank reads the whole stream; of each global chunk rank r takes its slice
+ *               (ob_loader_next with world, rank); accum / world micro-batches per rank
+ *               (ob_dist_accum), so one GPU and eight see the same tokens per step.
+ *   gradients   each rank backpropagates loss / (accum_local x world) and the buffers are summed:
+ *               the mean over all micro-batches of all ranks, the one-GPU gradient.
+ *   Muon        matrix i (parameter-table order) is orthogonalised on rank i mod world
+ *               (ob_dist_muon_owner); the updates are shared, every rank applies all of them.
+ *   evaluation  windows split over ranks (ob_eval_val / ob_eval_sliding take rank, world), sums reduced.
+ * ---------------------------------------------------------------------------------------------- */
+#define OB_DIST_ID_BYTES 128          /* the NCCL unique id (ncclUniqueId) */
+typedef struct ob_dist {
+    int rank, world;                  /* 0 / 1: a single process (no NCCL at all) */
+    int local_rank;                   /* the GPU on this node; -1 when the launcher gave none (rank mod the visible GPUs) */
+    char launcher[16];                /* whose variables named them: "torchrun" (RANK ...), "Open MPI", "Slurm"; "" alone */
+    char id_file[512];                /* ONEBIT_NCCL_ID_FILE: the id through this file (a file system every rank sees) */
+    char master_addr[256];            /* MASTER_ADDR: else through a TCP rendezvous on rank 0's host */
+    int master_port;                  /* ONEBIT_NCCL_PORT, else MASTER_PORT */
+    double timeout_s;                 /* ONEBIT_NCCL_TIMEOUT (default 300): rendezvous, NCCL start-up, every collective */
+} ob_dist;
+enum { OB_REDUCE_SUM = 0, OB_REDUCE_MAX = 1 };
+
+/* This process's place from the launcher's environment: RANK / WORLD_SIZE / LOCAL_RANK (torchrun and
+ * plain launchers), else OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK (mpirun), else SLURM_PROCID /
+ * SLURM_NTASKS / SLURM_LOCALID (srun); none set: rank 0 of 1. With world > 1 the id travels through
+ * ONEBIT_NCCL_ID_FILE when set, else MASTER_ADDR:MASTER_PORT (ONEBIT_NCCL_PORT overrides the port).
+ * A half-set family, a value that is not an integer, rank >= world, or world > 1 with no way to meet
+ * is OB_ERR_ARG naming the variable. */
+OB_DEF int ob_dist_from_env(ob_dist *d);
+/* Micro-batches per rank for accum on one GPU: accum / world (world divides accum), or 1 when world
+ * is a multiple of accum (the seeds' max(1, 8 // world)); anything else is OB_ERR_ARG -- the seeds'
+ * own arithmetic would leave BATCH / (world x (8 // world)) tokens, not whole sequences, per rank. */
+OB_DEF int ob_dist_accum(int accum, int world, int *local_accum);
+/* The rank that orthogonalises Muon matrix i (i counts the Muon matrices in parameter-table order). */
+OB_DEF int ob_dist_muon_owner(int i, int world);
+/* Rank 0 publishes id (OB_DIST_ID_BYTES); every other rank receives it into id. Through d->id_file
+ * (rank 0 writes it atomically; the others poll for it) or a TCP rendezvous on master_addr:master_port
+ * (rank 0 listens and answers each rank that connects; the others retry until they get through),
+ * both within d->timeout_s. Errors name the rank, the file or address, and the reason. */
+OB_DEF int ob_dist_exchange_id(const ob_dist *d, uint8_t *id);
+/* Rank 0, once every rank has joined: removes the id file, so no later launch reads a stale id. */
+OB_DEF void ob_dist_id_done(const ob_dist *d);
+
+/* Muon's matrices as the GPU optimizer lays them out: rank-major (each rank's matrices contiguous, so
+ * one broadcast per rank shares its updates), then by shape group (first appearance; a rank's matrices
+ * of one shape are orthogonalised by one batched product), then parameter-table order. With world 1
+ * this is the one-GPU layout. Matrices without a gradient only decay (decay_only). */
+typedef struct ob_muon_plan {
+    int world, n_mats, n_groups, n_decay_only;
+    int *tensor;                  /* [n_mats] the tensor of each matrix, in layout order */
+    int *owner;                   /* [n_mats] the rank that orthogonalises it */
+    int *group;                   /* [n_mats] its shape group */
+    size_t *offset;               /* [n_mats] its first element in the workspace */
+    int *group_rows, *group_cols; /* [n_groups] */
+    int *sub_first, *sub_count;   /* [world x n_groups]: rank r's matrices of group k, from matrix sub_first[r n_groups + k] */
+    size_t *rank_begin;           /* [world + 1]: rank r's workspace range [rank_begin[r], rank_begin[r + 1]) */
+    int *decay_only;              /* [n_decay_only] tensor indices */
+} ob_muon_plan;
+OB_DEF int ob_muon_plan_init(ob_muon_plan *p, const ob_model *m, const ob_optim_config *c, int world);
+OB_DEF void ob_muon_plan_free(ob_muon_plan *p);
+
+/* The gradient buffer cut for all-reduces overlapped with the backward: the ranges of the tensors with
+ * a gradient, merged where contiguous; stage b < num_layers holds block b's tensors (final once the
+ * backward has passed block b, its last use), stage num_layers everything else (final at the end).
+ * out holds m->n_tensors entries; returns how many were filled. */
+typedef struct ob_grad_bucket { size_t offset, count; int stage; } ob_grad_bucket;
+OB_DEF int ob_grad_buckets(const ob_model *m, ob_grad_bucket *out);
+
+/* ------------------------------------------------------------------------------------------------
  * Runs: the options of a training run (presets named after the seeds, their environment variables,
  * command-line flags), a backend interface that the CPU path and the GPU trainer both implement, the
  * training loop with its logs (the seeds' step lines, JSONL, an SVG plot), and checkpoints.
@@ -170,6 +248,7 @@ typedef struct ob_run_options {
     int device;                   /* -1 auto, 0 CPU, 1 GPU */
     int generate_tokens;          /* a sample of this many tokens at the end (0: none) */
     int on_nonfinite;             /* 0: stop with the last checkpoint, 1: skip the batch */
+    ob_dist dist;                 /* this process's place in a data-parallel run (the launcher's variables) */
 } ob_run_options;
 
 /* A preset (xnor-10min, xnor-100k, binary-50k, ternary-bitnet, tiny, embedded): model, optimizer,
@@ -201,6 +280,12 @@ typedef struct ob_backend {
     int (*set_rope)(struct ob_backend *b);                  /* the host model's RoPE tables changed (NULL: nothing to do) */
     void (*memory_report)(struct ob_backend *b, char *line, size_t n); /* where the device memory went (NULL: host) */
     void (*destroy)(struct ob_backend *b);
+    /* Data-parallel runs (the GPU backend with world > 1; rank 0, world 1 and NULL otherwise). The
+     * backend's train_step then reads this rank's slice of each global chunk and returns the mean loss
+     * over ranks, its gradients and updates shared. */
+    int rank, world;
+    int (*allreduce)(struct ob_backend *b, double *v, int n, int op); /* host values, OB_REDUCE_SUM / _MAX, every rank gets the result */
+    int (*broadcast_state)(struct ob_backend *b);                      /* rank 0's weights and optimizer state to every rank */
 } ob_backend;
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o);
 /* The backend for a device choice (-1: the GPU when there is one, 0: the CPU, 1: the GPU or an
@@ -223,6 +308,7 @@ typedef struct ob_run {
     int n_hist, n_val_hist, cap_hist;
     volatile int stop_signal;     /* set by SIGINT / SIGTERM: checkpoint, then stop */
     int memory_logged;            /* the backend's memory report was logged (after the first step) */
+    int rank, world;              /* from opt.dist: only rank 0 logs, checkpoints and writes files */
 } ob_run;
 
 /* Opens the data (or builds the embedded default), the tokenizer, the host model and optimizer,
@@ -235,6 +321,14 @@ OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o);
 OB_DEF int ob_run_train(ob_run *r);
 /* Validation of the backend's current weights (the seeds' val_bpb: z-loss included). */
 OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out);
+/* Attaches the backend for opt.device: ob_backend_open alone; in a data-parallel run (opt.dist.world
+ * > 1) the GPU backend joined to the other ranks, then rank 0's state (weights, optimizer, step,
+ * training time, stream position: a resumed run's) copied to every rank. */
+OB_DEF int ob_run_open_backend(ob_run *r);
+/* In a data-parallel run, sums an evaluation's sums over ranks and finishes it, so every rank holds
+ * the whole figure. Every rank must call it, a failed one too (status: its own result): a failure on
+ * any rank is returned on all. Alone: returns status. */
+OB_DEF int ob_run_reduce_eval(ob_run *r, ob_eval_result *res, int status);
 OB_DEF void ob_run_log(ob_run *r, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -649,6 +743,427 @@ OB_DEF int ob_train_step(ob_model *m, ob_optimizer *o, ob_token_stream *stream, 
 }
 
 /* ================================================================================================
+ * Data-parallel runs: the launch environment, the split of the work, the id rendezvous
+ * ============================================================================================== */
+#if defined(__unix__) || defined(__APPLE__)
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#endif
+
+/* A launcher variable as a non-negative integer; *set 0 when absent. */
+static int ob__dist_env_int(const char *name, int *out, int *set) {
+    const char *v = getenv(name);
+    *set = v != NULL;
+    if (!v) return OB_OK;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno || x < 0 || x > (1L << 20))
+        return ob_set_error(OB_ERR_ARG, "%s='%s' is not a rank count or index (an integer from 0 to %ld)", name, v, 1L << 20);
+    *out = (int)x;
+    return OB_OK;
+}
+
+OB_DEF int ob_dist_from_env(ob_dist *d) {
+    memset(d, 0, sizeof *d);
+    d->world = 1;
+    d->local_rank = -1;
+    d->timeout_s = 300.0;
+    /* the first family with any of its variables set names this process; the names are the
+     * launchers' own, so a seed user's torchrun / mpirun / srun line works unchanged */
+    static const char *fam[3][4] = {{"torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"},
+                                    {"Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
+                                    {"Slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"}};
+    for (int f = 0; f < 3; f++) {
+        int rank = 0, world = 1, local = -1, has_rank, has_world, has_local, e;
+        if ((e = ob__dist_env_int(fam[f][1], &rank, &has_rank)) || (e = ob__dist_env_int(fam[f][2], &world, &has_world)) ||
+            (e = ob__dist_env_int(fam[f][3], &local, &has_local)))
+            return e;
+        if (!has_rank && !has_world) continue;
+        if (!has_world) return ob_set_error(OB_ERR_ARG, "%s=%d is set but %s is not (%s's variables come together)", fam[f][1], rank, fam[f][2], fam[f][0]);
+        if (!has_rank) return ob_set_error(OB_ERR_ARG, "%s=%d is set but %s is not (%s's variables come together)", fam[f][2], world, fam[f][1], fam[f][0]);
+        if (world < 1) return ob_set_error(OB_ERR_ARG, "%s=0: a run needs at least one process", fam[f][2]);
+        if (rank >= world) return ob_set_error(OB_ERR_ARG, "%s=%d is not below %s=%d", fam[f][1], rank, fam[f][2], world);
+        d->rank = rank;
+        d->world = world;
+        d->local_rank = has_local ? local : -1;
+        snprintf(d->launcher, sizeof d->launcher, "%s", fam[f][0]);
+        break;
+    }
+    if (d->world == 1) return OB_OK; /* alone: the rendezvous settings are not read */
+    const char *t = getenv("ONEBIT_NCCL_TIMEOUT");
+    if (t) {
+        char *end;
+        double x = strtod(t, &end);
+        if (!*t || *end || !isfinite(x) || x <= 0.0)
+            return ob_set_error(OB_ERR_ARG, "ONEBIT_NCCL_TIMEOUT='%s' is not a positive number of seconds", t);
+        d->timeout_s = x;
+    }
+    const char *file = getenv("ONEBIT_NCCL_ID_FILE"), *addr = getenv("MASTER_ADDR");
+    if (file && *file) {
+        if (strlen(file) >= sizeof d->id_file) return ob_set_error(OB_ERR_ARG, "ONEBIT_NCCL_ID_FILE: the path is longer than %zu bytes", sizeof d->id_file - 1);
+        snprintf(d->id_file, sizeof d->id_file, "%s", file);
+        return OB_OK;
+    }
+    if (!addr || !*addr)
+        return ob_set_error(OB_ERR_ARG, "rank %d of %d (%s): set MASTER_ADDR and MASTER_PORT (a TCP rendezvous on rank 0's host) or "
+                            "ONEBIT_NCCL_ID_FILE (a path every rank sees) so the ranks can find each other", d->rank, d->world, d->launcher);
+    if (strlen(addr) >= sizeof d->master_addr) return ob_set_error(OB_ERR_ARG, "MASTER_ADDR: longer than %zu bytes", sizeof d->master_addr - 1);
+    snprintf(d->master_addr, sizeof d->master_addr, "%s", addr);
+    /* ONEBIT_NCCL_PORT first: under torchrun the launcher's own store already listens on MASTER_PORT */
+    const char *pn = getenv("ONEBIT_NCCL_PORT") ? "ONEBIT_NCCL_PORT" : "MASTER_PORT", *pv = getenv(pn);
+    if (!pv) return ob_set_error(OB_ERR_ARG, "MASTER_ADDR=%s is set but MASTER_PORT is not", addr);
+    char *end;
+    errno = 0;
+    long port = strtol(pv, &end, 10);
+    if (!*pv || *end || errno || port < 1 || port > 65535) return ob_set_error(OB_ERR_ARG, "%s='%s' is not a TCP port (1..65535)", pn, pv);
+    d->master_port = (int)port;
+    return OB_OK;
+}
+
+OB_DEF int ob_dist_accum(int accum, int world, int *local_accum) {
+    *local_accum = 0;
+    if (accum < 1 || world < 1) return ob_set_error(OB_ERR_ARG, "%d micro-batches over %d ranks", accum, world);
+    if (world <= accum && accum % world == 0) { *local_accum = accum / world; return OB_OK; }
+    if (world > accum && world % accum == 0) { *local_accum = 1; return OB_OK; }
+    return ob_set_error(OB_ERR_ARG, "GRAD_ACCUM %d micro-batches cannot be shared by %d ranks: the world size must divide it or be a multiple of it "
+                        "(the seeds' max(1, 8 // %d) = %d would leave TRAIN_BATCH_TOKENS / %d tokens per rank, not whole sequences)",
+                        accum, world, world, accum / world > 1 ? accum / world : 1, world * (accum / world > 1 ? accum / world : 1));
+}
+
+OB_DEF int ob_dist_muon_owner(int i, int world) { return world > 1 ? i % world : 0; }
+
+OB_DEF void ob_muon_plan_free(ob_muon_plan *p) {
+    if (!p) return;
+    free(p->tensor); free(p->owner); free(p->group); free(p->offset); free(p->group_rows); free(p->group_cols);
+    free(p->sub_first); free(p->sub_count); free(p->rank_begin); free(p->decay_only);
+    memset(p, 0, sizeof *p);
+}
+
+OB_DEF int ob_muon_plan_init(ob_muon_plan *p, const ob_model *m, const ob_optim_config *c, int world) {
+    memset(p, 0, sizeof *p);
+    if (world < 1) return ob_set_error(OB_ERR_ARG, "Muon plan: world %d", world);
+    int nt = m->n_tensors;
+    p->world = world;
+    int *idx = (int *)ob__calloc((size_t)nt, sizeof(int)), *grp = (int *)ob__calloc((size_t)nt, sizeof(int)), *own = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->tensor = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->owner = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->group = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->offset = (size_t *)ob__calloc((size_t)nt, sizeof(size_t));
+    p->group_rows = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->group_cols = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->decay_only = (int *)ob__calloc((size_t)nt, sizeof(int));
+    p->rank_begin = (size_t *)ob__calloc((size_t)world + 1, sizeof(size_t));
+    if (!idx || !grp || !own || !p->tensor || !p->owner || !p->group || !p->offset || !p->group_rows || !p->group_cols || !p->decay_only || !p->rank_begin) {
+        free(idx); free(grp); free(own);
+        ob_muon_plan_free(p);
+        return ob_set_error(OB_ERR_NOMEM, "Muon plan: out of memory");
+    }
+    /* the matrices in table order (the seeds' parameter order), their shape groups by first appearance */
+    int n = 0;
+    for (int i = 0; i < nt; i++) {
+        const ob_tensor_info *t = &m->tensors[i];
+        if (t->group != OB_GROUP_MUON || t->ndim != 2 || c->matrix_optimizer != OB_MATRIX_MUON) continue;
+        if (!t->has_grad) { p->decay_only[p->n_decay_only++] = i; continue; }
+        int k = 0;
+        while (k < p->n_groups && !(p->group_rows[k] == t->shape[0] && p->group_cols[k] == t->shape[1])) k++;
+        if (k == p->n_groups) { p->group_rows[k] = t->shape[0]; p->group_cols[k] = t->shape[1]; p->n_groups++; }
+        idx[n] = i;
+        grp[n] = k;
+        own[n] = ob_dist_muon_owner(n, world);
+        n++;
+    }
+    p->n_mats = n;
+    p->sub_first = (int *)ob__calloc((size_t)world * (size_t)(p->n_groups ? p->n_groups : 1), sizeof(int));
+    p->sub_count = (int *)ob__calloc((size_t)world * (size_t)(p->n_groups ? p->n_groups : 1), sizeof(int));
+    if (!p->sub_first || !p->sub_count) {
+        free(idx); free(grp); free(own);
+        ob_muon_plan_free(p);
+        return ob_set_error(OB_ERR_NOMEM, "Muon plan: out of memory");
+    }
+    /* layout: rank-major, then group, then table order */
+    int mi = 0;
+    size_t off = 0;
+    for (int r = 0; r < world; r++) {
+        p->rank_begin[r] = off;
+        for (int k = 0; k < p->n_groups; k++) {
+            p->sub_first[r * p->n_groups + k] = mi;
+            for (int j = 0; j < n; j++) {
+                if (own[j] != r || grp[j] != k) continue;
+                p->tensor[mi] = idx[j];
+                p->owner[mi] = r;
+                p->group[mi] = k;
+                p->offset[mi] = off;
+                off += m->tensors[idx[j]].numel;
+                mi++;
+            }
+            p->sub_count[r * p->n_groups + k] = mi - p->sub_first[r * p->n_groups + k];
+        }
+    }
+    p->rank_begin[world] = off;
+    free(idx); free(grp); free(own);
+    return OB_OK;
+}
+
+OB_DEF int ob_grad_buckets(const ob_model *m, ob_grad_bucket *out) {
+    int nt = m->n_tensors, L = m->cfg.num_layers, n = 0;
+    /* tensors in buffer order (the table's offsets need not follow its order) */
+    int *ord = (int *)ob__malloc((size_t)(nt ? nt : 1) * sizeof(int));
+    if (!ord) return 0;
+    for (int i = 0; i < nt; i++) ord[i] = i;
+    for (int i = 1; i < nt; i++)
+        for (int j = i; j > 0 && m->tensors[ord[j]].offset < m->tensors[ord[j - 1]].offset; j--) { int t = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = t; }
+    for (int q = 0; q < nt; q++) {
+        const ob_tensor_info *t = &m->tensors[ord[q]];
+        if (!t->has_grad || !t->numel) continue; /* no gradient: zeros on every rank, nothing to send */
+        int b = -1, used = 0, stage = L;
+        if (sscanf(t->name, "blocks.%d.%n", &b, &used) == 1 && used > 0 && b >= 0 && b < L) stage = b;
+        if (n > 0 && out[n - 1].stage == stage && out[n - 1].offset + out[n - 1].count == t->offset) { out[n - 1].count += t->numel; continue; }
+        out[n].offset = t->offset;
+        out[n].count = t->numel;
+        out[n].stage = stage;
+        n++;
+    }
+    free(ord);
+    return n;
+}
+
+#if defined(__unix__) || defined(__APPLE__)
+/* ---- the id rendezvous ---- */
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* where there is no such flag (macOS), a closed peer's SIGPIPE is left to the default */
+#endif
+#define OB__ID_MAGIC "OB1NCCL1"   /* file and TCP messages: 8 bytes, then world (uint32), then the id */
+#define OB__ID_MSG (8 + 4 + OB_DIST_ID_BYTES)
+
+static double ob__dist_now_s(void) { return ob_now_ms() * 1e-3; }
+static void ob__dist_sleep_ms(int ms) {
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+static void ob__id_msg(uint8_t *msg, int world, const uint8_t *id) {
+    uint32_t w = (uint32_t)world;
+    memcpy(msg, OB__ID_MAGIC, 8);
+    memcpy(msg + 8, &w, 4);
+    if (id) memcpy(msg + 12, id, OB_DIST_ID_BYTES);
+    else memset(msg + 12, 0, OB_DIST_ID_BYTES);
+}
+
+static int ob__id_file_publish(const ob_dist *d, const uint8_t *id) {
+    uint8_t msg[OB__ID_MSG];
+    ob__id_msg(msg, d->world, id);
+    const void *parts[1] = {msg};
+    size_t sizes[1] = {sizeof msg};
+    int e = ob__write_file_atomic(d->id_file, parts, sizes, 1);
+    if (e) return ob_set_error(e, "rank 0: cannot publish the NCCL id (ONEBIT_NCCL_ID_FILE): %s", ob_last_error());
+    return OB_OK;
+}
+
+static int ob__id_file_fetch(const ob_dist *d, uint8_t *id) {
+    double deadline = ob__dist_now_s() + d->timeout_s;
+    for (;;) {
+        /* rank 0 renames a whole file into place: one that is there is complete */
+        FILE *f = fopen(d->id_file, "rb");
+        if (f) {
+            uint8_t msg[OB__ID_MSG + 1];
+            size_t got = fread(msg, 1, sizeof msg, f);
+            fclose(f);
+            uint32_t w = 0;
+            if (got != OB__ID_MSG || memcmp(msg, OB__ID_MAGIC, 8))
+                return ob_set_error(OB_ERR_FORMAT, "rank %d: %s (ONEBIT_NCCL_ID_FILE) is not a onebit NCCL id file (%zu bytes)", d->rank, d->id_file, got);
+            memcpy(&w, msg + 8, 4);
+            if ((int)w != d->world)
+                return ob_set_error(OB_ERR_ARG, "rank %d: %s was written by a rank 0 of %u ranks, this one has %d (a file left by another run?)", d->rank,
+                                    d->id_file, w, d->world);
+            memcpy(id, msg + 12, OB_DIST_ID_BYTES);
+            return OB_OK;
+        }
+        if (errno != ENOENT)
+            return ob_set_error(OB_ERR_IO, "rank %d: cannot read %s (ONEBIT_NCCL_ID_FILE): %s", d->rank, d->id_file, strerror(errno));
+        if (ob__dist_now_s() > deadline)
+            return ob_set_error(OB_ERR_IO, "rank %d: the NCCL id file %s (ONEBIT_NCCL_ID_FILE) did not appear within %g s: is rank 0 running, "
+                                "and is the path on a file system every rank sees?", d->rank, d->id_file, d->timeout_s);
+        ob__dist_sleep_ms(50);
+    }
+}
+
+/* n bytes to or from a socket by deadline (poll, so a silent peer cannot hold us past it) */
+static int ob__sock_io(int fd, uint8_t *buf, size_t n, double deadline, int sending) {
+    size_t done = 0;
+    while (done < n) {
+        double left = deadline - ob__dist_now_s();
+        if (left <= 0) return -1;
+        struct pollfd pf;
+        pf.fd = fd;
+        pf.events = sending ? POLLOUT : POLLIN;
+        pf.revents = 0;
+        int pr = poll(&pf, 1, (int)(left * 1e3) + 1);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) return -1;
+        ssize_t k = sending ? send(fd, buf + done, n - done, MSG_NOSIGNAL) : recv(fd, buf + done, n - done, 0);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return -1;
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+static int ob__id_tcp_serve(const ob_dist *d, const uint8_t *id) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", d->master_port);
+    struct addrinfo hints, *res = NULL, *a;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gr = getaddrinfo(NULL, port, &hints, &res);
+    if (gr) return ob_set_error(OB_ERR_IO, "rank 0: no address to listen on port %s: %s", port, gai_strerror(gr));
+    int fd = -1, why = 0;
+    for (a = res; a && fd < 0; a = a->ai_next) { /* the wildcard address: MASTER_ADDR names this host as the others see it */
+        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd < 0) { why = errno; continue; }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); /* a restart soon after a failed run */
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 64)) { why = errno; close(fd); fd = -1; }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return ob_set_error(OB_ERR_IO, "rank 0: cannot listen on port %d (MASTER_PORT / ONEBIT_NCCL_PORT): %s%s", d->master_port, strerror(why),
+                            why == EADDRINUSE ? " -- under torchrun the launcher's store holds MASTER_PORT: set ONEBIT_NCCL_PORT to a free port" : "");
+    uint8_t *served = (uint8_t *)ob__calloc((size_t)d->world, 1);
+    int n_served = 0, e = OB_OK;
+    double deadline = ob__dist_now_s() + d->timeout_s;
+    uint8_t reply[OB__ID_MSG];
+    ob__id_msg(reply, d->world, id);
+    while (!e && n_served < d->world - 1) {
+        double left = deadline - ob__dist_now_s();
+        struct pollfd pf;
+        pf.fd = fd;
+        pf.events = POLLIN;
+        pf.revents = 0;
+        int pr = left > 0 ? poll(&pf, 1, (int)(left * 1e3) + 1) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) {
+            e = ob_set_error(OB_ERR_IO, "rank 0: only %d of the %d other ranks fetched the NCCL id from port %d within %g s (ONEBIT_NCCL_TIMEOUT): "
+                             "did every rank start, with MASTER_ADDR=%s naming this host?", n_served, d->world - 1, d->master_port, d->timeout_s,
+                             d->master_addr);
+            break;
+        }
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        /* a rank says who it is (magic, world, rank); it gets the id, or the reason it cannot have it */
+        uint8_t hello[8 + 4 + 4];
+        double until = ob__dist_now_s() + 10.0 < deadline ? ob__dist_now_s() + 10.0 : deadline;
+        if (ob__sock_io(c, hello, sizeof hello, until, 0) == 0 && !memcmp(hello, OB__ID_MAGIC, 8)) {
+            uint32_t w, r;
+            memcpy(&w, hello + 8, 4);
+            memcpy(&r, hello + 12, 4);
+            if ((int)w != d->world || r == 0 || r >= (uint32_t)d->world) {
+                uint8_t no[OB__ID_MSG];
+                ob__id_msg(no, d->world, NULL);
+                ob__sock_io(c, no, sizeof no, until, 1);
+                e = ob_set_error(OB_ERR_ARG, "rank 0: a process calling itself rank %u of %u joined the rendezvous on port %d of a run of %d ranks",
+                                 r, w, d->master_port, d->world);
+            } else if (ob__sock_io(c, reply, sizeof reply, until, 1) == 0 && !served[r]) {
+                served[r] = 1; /* a rank that retries after a broken connection is answered again, counted once */
+                n_served++;
+            }
+        }
+        close(c);
+    }
+    free(served);
+    close(fd);
+    return e;
+}
+
+static int ob__id_tcp_fetch(const ob_dist *d, uint8_t *id) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", d->master_port);
+    double deadline = ob__dist_now_s() + d->timeout_s;
+    char last[256] = "no attempt";
+    while (ob__dist_now_s() < deadline) {
+        struct addrinfo hints, *res = NULL, *a;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int gr = getaddrinfo(d->master_addr, port, &hints, &res);
+        if (gr) { snprintf(last, sizeof last, "cannot resolve it: %s", gai_strerror(gr)); ob__dist_sleep_ms(200); continue; }
+        for (a = res; a; a = a->ai_next) {
+            int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+            if (fd < 0) { snprintf(last, sizeof last, "socket: %s", strerror(errno)); continue; }
+            /* a non-blocking connect, so an unreachable host costs at most a few seconds a try */
+            int fl = fcntl(fd, F_GETFL, 0);
+            fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+            int cr = connect(fd, a->ai_addr, a->ai_addrlen), ok = cr == 0;
+            if (cr < 0 && errno == EINPROGRESS) {
+                struct pollfd pf;
+                pf.fd = fd;
+                pf.events = POLLOUT;
+                pf.revents = 0;
+                double left = deadline - ob__dist_now_s();
+                int pr = poll(&pf, 1, left > 3.0 ? 3000 : left > 0 ? (int)(left * 1e3) + 1 : 0);
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                if (pr > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) ok = 1;
+                else snprintf(last, sizeof last, "connect: %s", pr > 0 ? strerror(soerr) : "no answer");
+            } else if (!ok) snprintf(last, sizeof last, "connect: %s", strerror(errno));
+            if (ok) {
+                uint8_t hello[8 + 4 + 4], msg[OB__ID_MSG];
+                uint32_t w = (uint32_t)d->world, r = (uint32_t)d->rank;
+                memcpy(hello, OB__ID_MAGIC, 8);
+                memcpy(hello + 8, &w, 4);
+                memcpy(hello + 12, &r, 4);
+                if (ob__sock_io(fd, hello, sizeof hello, deadline, 1) == 0 && ob__sock_io(fd, msg, sizeof msg, deadline, 0) == 0) {
+                    close(fd);
+                    freeaddrinfo(res);
+                    uint32_t got_w;
+                    memcpy(&got_w, msg + 8, 4);
+                    if (memcmp(msg, OB__ID_MAGIC, 8))
+                        return ob_set_error(OB_ERR_FORMAT, "rank %d: %s:%d answered, but not as onebit's rendezvous (under torchrun the launcher's store "
+                                            "holds MASTER_PORT: set ONEBIT_NCCL_PORT to a free port on every rank)", d->rank, d->master_addr, d->master_port);
+                    if ((int)got_w != d->world)
+                        return ob_set_error(OB_ERR_ARG, "rank %d: rank 0 at %s:%d runs %u ranks, this one was started for %d", d->rank, d->master_addr,
+                                            d->master_port, got_w, d->world);
+                    int zero = 1;
+                    for (int i = 0; i < OB_DIST_ID_BYTES; i++) zero &= msg[12 + i] == 0;
+                    if (zero) return ob_set_error(OB_ERR_ARG, "rank %d: rank 0 at %s:%d refused this rank", d->rank, d->master_addr, d->master_port);
+                    memcpy(id, msg + 12, OB_DIST_ID_BYTES);
+                    return OB_OK;
+                }
+                snprintf(last, sizeof last, "the connection closed before the id arrived");
+            }
+            close(fd);
+        }
+        freeaddrinfo(res);
+        ob__dist_sleep_ms(200); /* rank 0 may not be listening yet: it loads its data first */
+    }
+    return ob_set_error(OB_ERR_IO, "rank %d: no NCCL id from rank 0 at MASTER_ADDR=%s port %d within %g s (ONEBIT_NCCL_TIMEOUT); last: %s", d->rank,
+                        d->master_addr, d->master_port, d->timeout_s, last);
+}
+#endif
+
+OB_DEF int ob_dist_exchange_id(const ob_dist *d, uint8_t *id) {
+    if (d->world <= 1) return OB_OK;
+#if defined(__unix__) || defined(__APPLE__)
+    if (d->id_file[0]) return d->rank == 0 ? ob__id_file_publish(d, id) : ob__id_file_fetch(d, id);
+    if (!d->master_addr[0] || d->master_port < 1)
+        return ob_set_error(OB_ERR_ARG, "rank %d: no rendezvous: set ONEBIT_NCCL_ID_FILE, or MASTER_ADDR and MASTER_PORT", d->rank);
+    return d->rank == 0 ? ob__id_tcp_serve(d, id) : ob__id_tcp_fetch(d, id);
+#else
+    (void)id;
+    return ob_set_error(OB_ERR_UNSUPPORTED, "the rendezvous of data-parallel runs needs a POSIX system");
+#endif
+}
+
+OB_DEF void ob_dist_id_done(const ob_dist *d) {
+    if (d->world > 1 && d->rank == 0 && d->id_file[0]) remove(d->id_file);
+}
+
+/* ================================================================================================
  * Runs
  * ============================================================================================== */
 #if defined(__unix__) || defined(__APPLE__)
@@ -681,6 +1196,9 @@ OB_DEF int ob_run_options_preset(ob_run_options *o, const char *preset) {
     o->sliding_stride = 16;
     o->sliding_batch = 256;
     o->device = -1;
+    o->dist.world = 1; /* alone until the launcher's variables say otherwise (ob_run_options_from_env) */
+    o->dist.local_rank = -1;
+    o->dist.timeout_s = 300.0;
     o->batch_schedule_fraction = 0.33;
     o->sched.kind = OB_LR_LINEAR_WARMDOWN;
     o->sched.iterations = 2000;
@@ -858,7 +1376,7 @@ OB_DEF int ob_run_options_from_env(ob_run_options *o, FILE *notices) {
         int r = ob_run_options_set(o, names[i], v, notices);
         if (r) return ob_set_error(r, "environment variable %s=%s: %s", names[i], v, ob_last_error());
     }
-    return OB_OK;
+    return ob_dist_from_env(&o->dist); /* RANK / WORLD_SIZE / ... : the launcher's, as the seeds read them */
 }
 
 OB_DEF void ob_run_options_usage(FILE *f, const char *program) {
@@ -920,6 +1438,14 @@ OB_DEF int ob_run_options_from_args(ob_run_options *o, int argc, char **argv, FI
     if (o->batch_tokens % ((int64_t)o->accum * o->model.train_seq_len))
         return ob_set_error(OB_ERR_ARG, "TRAIN_BATCH_TOKENS %lld is not a multiple of %d micro-batches x TRAIN_SEQ_LEN %d",
                             (long long)o->batch_tokens, o->accum, o->model.train_seq_len);
+    if (o->dist.world > 1) { /* each rank's micro-batch must be whole sequences too */
+        int a = 0;
+        if ((r = ob_dist_accum(o->accum, o->dist.world, &a))) return ob_set_error(r, "WORLD_SIZE %d: %s", o->dist.world, ob_last_error());
+        if (o->batch_tokens % ((int64_t)a * o->dist.world * o->model.train_seq_len))
+            return ob_set_error(OB_ERR_ARG, "TRAIN_BATCH_TOKENS %lld is not a multiple of %d ranks x %d micro-batches x TRAIN_SEQ_LEN %d",
+                                (long long)o->batch_tokens, o->dist.world, a, o->model.train_seq_len);
+        if (o->device == 0) return ob_set_error(OB_ERR_ARG, "--cpu: a data-parallel run (WORLD_SIZE %d) trains on GPUs", o->dist.world);
+    }
     return ob_config_validate(&o->model);
 }
 
@@ -932,6 +1458,7 @@ static int ob__cpu_sync(ob_backend *b, int with_optimizer) { (void)b; (void)with
 OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o) {
     memset(b, 0, sizeof *b);
     b->name = "cpu";
+    b->world = 1;
     b->ctx = m;
     b->host = m;
     b->host_opt = o;
@@ -944,6 +1471,7 @@ OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o) {
 #ifdef ONEBIT_CUDA_CUH /* onebit_cuda.cuh includes this header first and defines these below */
 OB_DEF int ob_cuda_available(void);
 OB_DEF int ob_backend_cuda(ob_backend *b, ob_model *m, ob_optimizer *o);
+OB_DEF int ob_backend_cuda_dist(ob_backend *b, ob_model *m, ob_optimizer *o, const ob_dist *d);
 #endif
 OB_DEF int ob_backend_open(ob_backend *b, ob_model *m, ob_optimizer *o, int device) {
 #ifdef ONEBIT_CUDA_CUH
@@ -956,12 +1484,51 @@ OB_DEF int ob_backend_open(ob_backend *b, ob_model *m, ob_optimizer *o, int devi
     return OB_OK;
 }
 
+OB_DEF int ob_run_open_backend(ob_run *r) {
+    if (r->world <= 1) return ob_backend_open(&r->be, &r->model, &r->optim, r->opt.device);
+#ifdef ONEBIT_CUDA_CUH
+    int e = ob_backend_cuda_dist(&r->be, &r->model, &r->optim, &r->opt.dist);
+    if (e) return e;
+    /* rank 0's state on every rank: only rank 0 read a checkpoint (--resume), and the weights must
+     * start equal for the shared gradients to keep them so */
+    if ((e = r->be.broadcast_state(&r->be))) return e;
+    double v[4] = {0.0, 0.0, 0.0, 0.0}; /* summed: rank 0's values, exact (integers below 2^53) */
+    if (r->rank == 0) { v[0] = (double)r->step; v[1] = r->elapsed_ms; v[2] = (double)r->data.train.file_idx; v[3] = (double)r->data.train.pos; }
+    if ((e = r->be.allreduce(&r->be, v, 4, OB_REDUCE_SUM))) return e;
+    r->step = (int64_t)v[0];
+    r->elapsed_ms = v[1];
+    if (r->rank != 0 && (e = ob_token_stream_seek(&r->data.train, (int)v[2], (size_t)v[3]))) return e;
+    return OB_OK;
+#else
+    return ob_set_error(OB_ERR_UNSUPPORTED, "rank %d of %d: a data-parallel run trains on GPUs: use the nvcc build of this program (make gpu)", r->rank, r->world);
+#endif
+}
+
+OB_DEF int ob_run_reduce_eval(ob_run *r, ob_eval_result *res, int status) {
+    if (r->world <= 1) return status;
+    if (!r->be.allreduce) return ob_set_error(OB_ERR_ARG, "rank %d of %d: the backend %s is not data-parallel", r->rank, r->world, r->be.name);
+    /* a failed rank still takes part, so the others do not wait for it until the timeout */
+    double v[4] = {status ? 0.0 : res->loss_sum, status ? 0.0 : res->targets, status ? 0.0 : res->bytes, status ? 1.0 : 0.0};
+    char why[512];
+    snprintf(why, sizeof why, "%s", status ? ob_last_error() : "");
+    int e = r->be.allreduce(&r->be, v, 4, OB_REDUCE_SUM);
+    if (e) return e;
+    if (status) return ob_set_error(status, "%s", why);
+    if (v[3] > 0.0) return ob_set_error(OB_ERR_ARG, "rank %d: the evaluation failed on %.0f other rank(s) (their logs say why)", r->rank, v[3]);
+    res->loss_sum = v[0];
+    res->targets = v[1];
+    res->bytes = v[2];
+    ob_eval_finish(res);
+    return OB_OK;
+}
+
 static ob_run *ob__signal_run;
 #if defined(__unix__) || defined(__APPLE__)
 static void ob__on_signal(int sig) { (void)sig; if (ob__signal_run) ob__signal_run->stop_signal = 1; }
 #endif
 
 OB_DEF void ob_run_log(ob_run *r, const char *fmt, ...) {
+    if (r->rank > 0) return; /* rank 0 speaks for a data-parallel run: the others compute the same figures */
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -980,6 +1547,8 @@ OB_DEF void ob_run_log(ob_run *r, const char *fmt, ...) {
 OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o) {
     memset(r, 0, sizeof *r);
     r->opt = *o;
+    r->rank = o->dist.world > 1 ? o->dist.rank : 0;
+    r->world = o->dist.world > 1 ? o->dist.world : 1;
     int e;
     int train_seq = o->model.train_seq_len;
     if ((e = ob_data_open(&r->data, o->data_path, o->tokenizer_path, o->model.vocab_size, train_seq, o->val_max_tokens))) return e;
@@ -988,6 +1557,7 @@ OB_DEF int ob_run_setup(ob_run *r, const ob_run_options *o) {
     if ((e = ob_optimizer_init(&r->optim, &r->model, &o->optim))) return e;
     r->n_stages = o->seq_len_schedule ? ob_seq_len_stages(train_seq, r->stages) : 1;
     if (!o->seq_len_schedule) r->stages[0] = train_seq;
+    if (r->rank > 0) return OB_OK; /* rank 0 keeps the logs and reads the checkpoint; the others get its state (ob_run_open_backend) */
 #if defined(__unix__) || defined(__APPLE__)
     mkdir(o->out_dir, 0755);
 #endif
@@ -1014,8 +1584,10 @@ static void ob__hist_push(ob_run *r, float **h, int *n, float step, float v) {
 }
 
 OB_DEF int ob_run_eval(ob_run *r, float temperature, ob_eval_result *out) {
-    return ob_eval_val(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, r->opt.model.train_seq_len, r->opt.val_batch_seqs, temperature, 1,
-                       r->opt.model.z_loss, 0, 1, out);
+    int world = r->world > 1 ? r->world : 1; /* a run set up by hand may leave it 0: alone */
+    int e = ob_eval_val(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, r->opt.model.train_seq_len, r->opt.val_batch_seqs, temperature, 1,
+                        r->opt.model.z_loss, world > 1 ? r->rank : 0, world, out);
+    return ob_run_reduce_eval(r, out, e); /* alone: e itself */
 }
 
 static int ob__run_validate(ob_run *r) {
@@ -1023,8 +1595,10 @@ static int ob__run_validate(ob_run *r) {
     int e = ob_run_eval(r, 1.0f, &ev);
     if (e) return e;
     ob_run_log(r, "step:%lld/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms", (long long)r->step, r->opt.sched.iterations, ev.val_loss, ev.bpb, r->elapsed_ms);
-    fprintf(r->jsonl, "{\"step\":%lld,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_ms\":%.1f}\n", (long long)r->step, ev.val_loss, ev.bpb, r->elapsed_ms);
-    fflush(r->jsonl);
+    if (r->jsonl) { /* rank 0's */
+        fprintf(r->jsonl, "{\"step\":%lld,\"val_loss\":%.6f,\"val_bpb\":%.6f,\"train_ms\":%.1f}\n", (long long)r->step, ev.val_loss, ev.bpb, r->elapsed_ms);
+        fflush(r->jsonl);
+    }
     ob__hist_push(r, &r->val_hist, &r->n_val_hist, (float)r->step, (float)ev.val_loss);
     return OB_OK;
 }
@@ -1044,16 +1618,47 @@ OB_DEF int ob_run_train(ob_run *r) {
     signal(SIGTERM, ob__on_signal);
 #endif
     size_t nparams = r->model.n_params;
-    ob_run_log(r, "onebit | %s on %s | params:%zu L:%d d:%d h:%d kv:%d mlp:%dx act:%s xnor_act:%d g:%d | %lld tokens/step in %d micro-batches",
-               o->preset, r->be.name, nparams, o->model.num_layers, o->model.model_dim, o->model.num_heads, o->model.num_kv_heads,
-               o->model.mlp_mult, ob_activation_name(o->model.activation), o->model.binarize_act, o->model.group_size,
-               (long long)o->batch_tokens, o->accum);
+    /* data-parallel: accum / world micro-batches per rank (the seeds' 8 // world), the same tokens per step */
+    int accum = o->accum, world = r->world;
+    if (world > 1) {
+        int e0 = ob_dist_accum(o->accum, world, &accum);
+        if (e0) return e0;
+        if (!r->be.allreduce || r->be.world != world)
+            return ob_set_error(OB_ERR_ARG, "rank %d of %d: the backend %s is not joined to the other ranks (ob_run_open_backend)", r->rank, world, r->be.name);
+        ob_run_log(r, "onebit | %s on %s x %d ranks | params:%zu L:%d d:%d h:%d kv:%d mlp:%dx act:%s xnor_act:%d g:%d | %lld tokens/step in %d micro-batches "
+                   "of %lld tokens on each rank", o->preset, r->be.name, world, nparams, o->model.num_layers, o->model.model_dim, o->model.num_heads,
+                   o->model.num_kv_heads, o->model.mlp_mult, ob_activation_name(o->model.activation), o->model.binarize_act, o->model.group_size,
+                   (long long)o->batch_tokens, accum, (long long)ob_loader_local_tokens(o->batch_tokens, world, accum));
+    } else {
+        ob_run_log(r, "onebit | %s on %s | params:%zu L:%d d:%d h:%d kv:%d mlp:%dx act:%s xnor_act:%d g:%d | %lld tokens/step in %d micro-batches",
+                   o->preset, r->be.name, nparams, o->model.num_layers, o->model.model_dim, o->model.num_heads, o->model.num_kv_heads,
+                   o->model.mlp_mult, ob_activation_name(o->model.activation), o->model.binarize_act, o->model.group_size,
+                   (long long)o->batch_tokens, o->accum);
+    }
     double cap = o->sched.max_wallclock_ms;
     int e = OB_OK;
     double t_start = ob_now_ms(), base = r->elapsed_ms, log_t = t_start;
     int64_t log_step = r->step;
     for (;;) {
         double elapsed = base + (ob_now_ms() - t_start);
+        if (world > 1) {
+            /* every rank must take the same decisions: the wall-clock schedule, the cap, validation and
+             * a stop follow one training time and any rank's signal. The time is rank 0's (the others
+             * send -1 to the maximum): its clock leaves out its checkpoint writes, which the others
+             * spend waiting here, and counts its waits for slower ranks, which are training time. */
+            double v[2] = {r->rank == 0 ? elapsed : -1.0, r->stop_signal ? 1.0 : 0.0};
+            if ((e = r->be.allreduce(&r->be, v, 2, OB_REDUCE_MAX))) break;
+            elapsed = v[0];
+            if (v[1] > 0.0) { /* a signal reached some rank during the last step: checkpoint (rank 0), stop everywhere */
+                r->elapsed_ms = elapsed;
+                double t = ob_now_ms();
+                if ((e = ob_checkpoint_save(r))) break;
+                t_start += ob_now_ms() - t;
+                e = ob_set_error(OB_ERR_INTERRUPTED, "interrupted at step %lld: checkpoint written to %s by rank 0 (continue with --resume)", (long long)r->step,
+                                 o->checkpoint_dir);
+                break;
+            }
+        }
         int done = r->step >= o->sched.iterations || (cap > 0 && elapsed >= cap);
         if (o->val_loss_every > 0 && r->step % o->val_loss_every == 0 && !done) {
             double t = ob_now_ms();
@@ -1074,7 +1679,7 @@ OB_DEF int ob_run_train(ob_run *r) {
             break;
         int64_t bt = ob_batch_tokens_at(o->batch_tokens_start, o->batch_tokens, o->batch_schedule_fraction, r->step, o->sched.iterations, elapsed, cap);
         float loss = 0.0f;
-        e = r->be.train_step(&r->be, &r->data.train, bt, seq, o->accum, lr, mom, &loss);
+        e = r->be.train_step(&r->be, &r->data.train, bt, seq, accum, lr, mom, &loss);
         if (e == OB_ERR_NUMERIC && o->on_nonfinite == 1) {
             ob_run_log(r, "step:%lld skipped: %s", (long long)r->step + 1, ob_last_error());
             e = OB_OK;
@@ -1112,18 +1717,22 @@ OB_DEF int ob_run_train(ob_run *r) {
             double remaining = cap > 0 ? (cap - r->elapsed_ms) : per * (double)(o->sched.iterations - r->step);
             ob_run_log(r, "step:%lld/%d loss:%.4f t:%.0fms step_avg:%.1fms tok/s:%.0f lr:%.3f seq:%d eta:%.0fs", (long long)r->step, o->sched.iterations,
                        loss, r->elapsed_ms, r->elapsed_ms / (double)r->step, tps, lr, seq, remaining > 0 ? remaining / 1e3 : 0.0);
-            fprintf(r->jsonl, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6f,\"seq_len\":%d,\"train_ms\":%.1f,\"tokens_per_s\":%.0f}\n",
-                    (long long)r->step, loss, lr, seq, r->elapsed_ms, tps);
-            fflush(r->jsonl);
+            if (r->jsonl) { /* rank 0's */
+                fprintf(r->jsonl, "{\"step\":%lld,\"loss\":%.6f,\"lr\":%.6f,\"seq_len\":%d,\"train_ms\":%.1f,\"tokens_per_s\":%.0f}\n",
+                        (long long)r->step, loss, lr, seq, r->elapsed_ms, tps);
+                fflush(r->jsonl);
+            }
             log_t = now;
             log_step = r->step;
         }
-        if ((o->checkpoint_every > 0 && r->step % o->checkpoint_every == 0) || r->stop_signal) {
+        /* data-parallel: a signal is agreed on at the top of the next step (above), not here */
+        int stop = world > 1 ? 0 : r->stop_signal;
+        if ((o->checkpoint_every > 0 && r->step % o->checkpoint_every == 0) || stop) {
             double t = ob_now_ms();
             if ((e = ob_checkpoint_save(r))) break;
             t_start += ob_now_ms() - t;
         }
-        if (r->stop_signal) { e = ob_set_error(OB_ERR_INTERRUPTED, "interrupted at step %lld: checkpoint written to %s (continue with --resume)", (long long)r->step, o->checkpoint_dir); break; }
+        if (stop) { e = ob_set_error(OB_ERR_INTERRUPTED, "interrupted at step %lld: checkpoint written to %s (continue with --resume)", (long long)r->step, o->checkpoint_dir); break; }
     }
     ob__signal_run = NULL;
     if (!e && o->rope_ntk) e = ob__run_set_rope(r, 1.0f); /* evaluation and the artifact use the plain tables */
@@ -1131,6 +1740,7 @@ OB_DEF int ob_run_train(ob_run *r) {
 }
 
 OB_DEF int ob_run_plot(ob_run *r) {
+    if (r->rank > 0) return OB_OK; /* rank 0's file */
     char path[1200];
     snprintf(path, sizeof path, "%s/%s.svg", r->opt.out_dir, r->opt.run_id);
     FILE *f = fopen(path, "w");
@@ -1220,6 +1830,7 @@ OB_DEF int ob_checkpoint_latest(const char *dir, char *path, size_t cap) {
 }
 
 OB_DEF int ob_checkpoint_save(ob_run *r) {
+    if (r->rank > 0) return OB_OK; /* rank 0 writes; every rank holds the same state (weights, moments, all momentum buffers) */
     int e;
     if (r->be.pull && (e = r->be.pull(&r->be, 1))) return e;
     const ob_model *m = &r->model;

@@ -597,7 +597,8 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     /* 1. the trained model, as the loop left it */
     if ((e = ob_run_eval(r, 1.0f, &pre))) return e;
     ob_run_log(r, "step:%lld/%d val_loss:%.4f val_bpb:%.4f train_time:%.0fms", (long long)r->step, o->sched.iterations, pre.val_loss, pre.bpb, r->elapsed_ms);
-    /* 2. the artifact */
+    /* 2. the artifact: in a data-parallel run every rank packs the same bytes (its weights are rank
+     * 0's), rank 0 alone writes the file */
     if ((e = r->be.pull(&r->be, 0))) return e;
     ob_model_quantize(&r->model);
     uint8_t *art = NULL;
@@ -607,16 +608,26 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     if ((e = ob_artifact_pack(&r->model, &r->data.tok, NULL, &art, &n, &info))) return e;
     char path[1200];
     snprintf(path, sizeof path, "%s/%s.ob1", o->out_dir, o->run_id);
-    e = ob_artifact_write(path, art, n);
-    free(art);
-    if (e) return e;
-    ob_run_log(r, "artifact %s packed in %.0f ms", path, ob_now_ms() - t);
-    ob_artifact_report(stdout, &info, code_files, n_code);
-    if (r->log) ob_artifact_report(r->log, &info, code_files, n_code);
-    /* 3. reload: a fresh model from the file, its weights into the backend, and the same evaluation */
+    if (r->rank == 0) e = ob_artifact_write(path, art, n);
+    if (r->world > 1) { /* the others learn whether rank 0's write worked, rather than wait for it at the next reduction */
+        double v = e ? 1.0 : 0.0;
+        int e2 = r->be.allreduce(&r->be, &v, 1, OB_REDUCE_MAX);
+        if (!e && e2) e = e2;
+        else if (!e && v > 0.0) e = ob_set_error(OB_ERR_IO, "rank %d: rank 0 could not write the artifact %s (its log says why)", r->rank, path);
+    }
+    if (e) { free(art); return e; }
+    if (r->rank == 0) {
+        ob_run_log(r, "artifact %s packed in %.0f ms", path, ob_now_ms() - t);
+        ob_artifact_report(stdout, &info, code_files, n_code);
+        if (r->log) ob_artifact_report(r->log, &info, code_files, n_code);
+    }
+    /* 3. reload: a fresh model from the file (the other ranks: from the same bytes in memory, so no
+     * shared file system is needed), its weights into the backend, and the same evaluation */
     ob_model loaded;
     uint64_t th;
-    if ((e = ob_artifact_load(&loaded, path, &th))) return e;
+    e = r->rank == 0 ? ob_artifact_load(&loaded, path, &th) : ob_artifact_load_bytes(&loaded, art, n, path, &th);
+    free(art);
+    if (e) return e;
     if (th != r->data.tok.hash) { ob_model_free(&loaded); return ob_set_error(OB_ERR_FORMAT, "%s: written for another tokenizer", path); }
     int same = loaded.n_params == r->model.n_params && !memcmp(loaded.qparams, r->model.qparams, loaded.n_params * sizeof(float));
     memcpy(r->model.params, loaded.params, loaded.n_params * sizeof(float));
@@ -633,8 +644,17 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
         int32_t *calib = (int32_t *)malloc(nc * sizeof(int32_t));
         t = ob_now_ms();
         e = ob_token_stream_take(&r->data.train, calib, nc);
+        /* data-parallel: every rank searches the same tokens with the same weights (not split: 6 small
+         * evaluations); the maximum over ranks only guards the sliding evaluation's consistency */
         if (!e) e = ob_find_temperature(r->be.score, r->be.ctx, calib, nc, &r->data.bpb, T, o->val_batch_seqs, o->model.z_loss, &temp);
         free(calib);
+        if (r->world > 1) { /* every rank takes part, a failed one too, so none waits for it */
+            double v[2] = {e ? 0.0 : temp, e ? 1.0 : 0.0};
+            int e2 = r->be.allreduce(&r->be, v, 2, OB_REDUCE_MAX);
+            if (!e && e2) e = e2;
+            else if (!e && v[1] > 0.0) e = ob_set_error(OB_ERR_ARG, "rank %d: the temperature search failed on another rank", r->rank);
+            else if (!e) temp = (float)v[0];
+        }
         if (e) return e;
         ob_run_log(r, "temp_scaling optimal_T:%.2f time:%.0fms", temp, ob_now_ms() - t);
     }
@@ -642,11 +662,13 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
     if (o->sliding_eval) {
         ob_eval_result sw;
         t = ob_now_ms();
-        if ((e = ob_eval_sliding(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, T, o->sliding_stride, o->sliding_batch, temp, 0, 0, 1, &sw))) return e;
+        e = ob_eval_sliding(r->be.score, r->be.ctx, &r->data.val, &r->data.bpb, T, o->sliding_stride, o->sliding_batch, temp, 0,
+                            r->world > 1 ? r->rank : 0, r->world > 1 ? r->world : 1, &sw);
+        if ((e = ob_run_reduce_eval(r, &sw, e))) return e; /* the starts dealt round-robin to ranks, their sums added */
         ob_run_log(r, "final_sliding val_loss:%.4f val_bpb:%.4f (stride=%d, T=%.2f) time:%.0fms", sw.val_loss, sw.bpb, o->sliding_stride, temp, ob_now_ms() - t);
     }
     /* 6. a sample, continuing the start of the validation text */
-    if (o->generate_tokens > 0) {
+    if (o->generate_tokens > 0 && r->rank == 0) {
         int np = 32, ng = o->generate_tokens;
         int32_t *ids = (int32_t *)malloc((size_t)(np + ng) * sizeof(int32_t));
         char *text = NULL;

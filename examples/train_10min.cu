@@ -9,6 +9,8 @@
  *        -o build/train_10min -lm -lbrotlienc -lbrotlidec -llzma     (CPU)
  *   DATA_PATH=../shared/data/gcide_sp1024 TOKENIZER_PATH=../shared/data/fineweb_1024_bpe.model \
  *        MAX_WALLCLOCK_SECONDS=150 build/train_10min
+ * Several GPUs: one process each, started with RANK / WORLD_SIZE / LOCAL_RANK and MASTER_ADDR /
+ * MASTER_PORT (or mpirun, srun): README, Multi-GPU.
  */
 #define ONEBIT_IMPLEMENTATION
 #ifdef __CUDACC__
@@ -30,13 +32,15 @@ int main(int argc, char **argv) {
         ob_run_options_usage(stderr, argv[0]);
         return 2;
     }
-    if (ob_run_setup(&run, &opt) != OB_OK) { fprintf(stderr, "train_10min: %s\n", ob_last_error()); return 1; }
+    char who[64] = "train_10min"; /* a data-parallel run's errors say which rank */
+    if (opt.dist.world > 1) snprintf(who, sizeof who, "train_10min (rank %d of %d)", opt.dist.rank, opt.dist.world);
+    if (ob_run_setup(&run, &opt) != OB_OK) { fprintf(stderr, "%s: %s\n", who, ob_last_error()); return 1; }
     /* the code counted in the artifact's 16 MB: the headers this program is built from, and itself */
     static const char *code[] = {"onebit.h", "onebit_muon.h", "onebit_pack.h", "examples/train_10min.cu", "onebit_cuda.cuh"};
-    int r = ob_backend_open(&run.be, &run.model, &run.optim, opt.device);
+    int r = ob_run_open_backend(&run); /* one GPU, or this rank's of a data-parallel run */
     if (!r) r = ob_run_train(&run);
     if (!r) r = ob_run_finish(&run, code, strcmp(run.be.name, "cpu") ? 5 : 4);
-    if (r) fprintf(stderr, "train_10min: %s\n", ob_last_error());
+    if (r) fprintf(stderr, "%s: %s\n", who, ob_last_error());
     ob_run_free(&run);
     return r == OB_ERR_INTERRUPTED ? 130 : r ? 1 : 0; /* 130: stopped by a signal, checkpoint written */
 }

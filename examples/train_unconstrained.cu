@@ -11,6 +11,8 @@
  *   build/train_unconstrained_gpu --preset binary-50k --data ../shared/data/gcide_sp8192 \
  *        --tokenizer ../shared/data/fineweb_8192_bpe.model --checkpoint-every 2000
  *   build/train_unconstrained_gpu --preset binary-50k ... --resume      (after an interruption)
+ * Several GPUs: one process each (README, Multi-GPU); rank 0 writes the checkpoints and, on --resume,
+ * reads them and sends its state to the others.
  */
 #define ONEBIT_IMPLEMENTATION
 #ifdef __CUDACC__
@@ -34,13 +36,15 @@ int main(int argc, char **argv) {
     }
     if (opt.checkpoint_every <= 0) opt.checkpoint_every = 1000; /* a long run always checkpoints */
     /* a run resumed after its last step trains nothing and goes straight to the artifact */
-    if (ob_run_setup(&run, &opt) != OB_OK) { fprintf(stderr, "train_unconstrained: %s\n", ob_last_error()); return 1; }
+    char who[64] = "train_unconstrained"; /* a data-parallel run's errors say which rank */
+    if (opt.dist.world > 1) snprintf(who, sizeof who, "train_unconstrained (rank %d of %d)", opt.dist.rank, opt.dist.world);
+    if (ob_run_setup(&run, &opt) != OB_OK) { fprintf(stderr, "%s: %s\n", who, ob_last_error()); return 1; }
     static const char *code[] = {"onebit.h", "onebit_muon.h", "onebit_pack.h", "examples/train_unconstrained.cu", "onebit_cuda.cuh"};
-    int r = ob_backend_open(&run.be, &run.model, &run.optim, opt.device);
+    int r = ob_run_open_backend(&run); /* one GPU, or this rank's of a data-parallel run */
     if (!r) r = ob_run_train(&run);
     if (!r) r = ob_checkpoint_save(&run); /* the last step, so the trained state outlives the artifact */
     if (!r) r = ob_run_finish(&run, code, strcmp(run.be.name, "cpu") ? 5 : 4);
-    if (r) fprintf(stderr, "train_unconstrained: %s\n", ob_last_error());
+    if (r) fprintf(stderr, "%s: %s\n", who, ob_last_error());
     ob_run_free(&run);
     return r == OB_ERR_INTERRUPTED ? 130 : r ? 1 : 0;
 }
