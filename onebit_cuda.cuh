@@ -1495,6 +1495,9 @@ __device__ __forceinline__ void ob__attn_fwd_epilogue(const float *acc, float l0
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+    /* the O tile reuses this warp's Q rows, which other lanes of the warp read last (ldmatrix is
+     * warp-collective, but racecheck asks for the ordering to be explicit) */
+    __syncwarp();
 #pragma unroll
     for (int nd = 0; nd < ND; ++nd) {
         ob__attn_sts32(sQ + ob__attn_tofs(16 * warp + g, nd, BR) + 4 * t4, ob__attn_pack(acc[4 * nd] * inv0, acc[4 * nd + 1] * inv0));
