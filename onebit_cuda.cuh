@@ -1174,11 +1174,12 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
  * ---------------------------------------------------------------------------------------------------
  * Tiling
  * ---------------------------------------------------------------------------------------------------
- * Two code paths share one kernel body per pass (template flag WG):
- *   WG = true : Hopper warpgroup MMA (wgmma.mma_async, sm_90a). Operands come straight from shared
- *               memory through matrix descriptors; P and dS are fed from registers where possible.
- *   WG = false: mma.sync.m16n8k16 (bf16) with ldmatrix; a fallback and a cross-check of the first.
- * The public launchers use the wgmma path.
+ * Two code paths, one kernel per pass each:
+ *   wgmma (ob__attn_fwd_wgp_kernel, ob__attn_bwd_wgp_kernel): Hopper warpgroup MMA (sm_90a), operands
+ *     straight from shared memory through matrix descriptors, P and dS fed from registers where possible;
+ *   mma.sync (ob__attn_fwd_kernel, ob__attn_bwd_kernel): m16n8k16 bf16 with ldmatrix, any sm_80+ GPU,
+ *     and the cross-check of the first in tests/test_attention.cu.
+ * The public launchers pick per device (ob__attn_use_wgmma).
  *
  * Shared-memory tile layout (both paths): a tile of R rows x C bf16 columns is stored as C/16 column
  * blocks of 16 elements (32 bytes); a column block holds its R rows back to back (32 B per row), and
@@ -1516,8 +1517,8 @@ __device__ __forceinline__ void ob__attn_fwd_epilogue(const float *acc, float l0
 }
 
 /* ob__attn_fwd_kernel: o = softmax(q k^T / sqrt(D), causal) v and lse, for one (b, h, 128-query tile)
- * per CTA. WG selects wgmma (true) or mma.sync (false); BC is the key tile. */
-template <int D, int BC, bool WG>
+ * per CTA, with mma.sync (the portable path; Hopper runs ob__attn_fwd_wgp_kernel); BC is the key tile. */
+template <int D, int BC>
 __global__ void __launch_bounds__(256, 1)
     ob__attn_fwd_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
                         const __nv_bfloat16 *__restrict__ v, __nv_bfloat16 *__restrict__ o, float *__restrict__ lse, int T, int H,
@@ -1529,7 +1530,7 @@ __global__ void __launch_bounds__(256, 1)
     const uint32_t sbase = (ob__attn_smem_u32(ob__attn_smem) + 1023u) & ~1023u;
     const uint32_t sQ = sbase, sKV = sbase + SQ; /* K buf x at sKV + x*2*SK, V buf x at + SK */
 
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int bh = (int)(blockIdx.x % (unsigned)BH), qt = nqt - 1 - (int)(blockIdx.x / (unsigned)BH);
     const int b = bh / H, h = bh - b * H, hk = h / (H / Hkv);
     const int q0 = qt * BR;
@@ -1557,7 +1558,6 @@ __global__ void __launch_bounds__(256, 1)
 
     for (int j = 0; j < nkt; ++j) {
         ob__attn_cp_wait<0>();
-        if constexpr (WG) ob__attn_fence_proxy();
         __syncthreads();
         if (j + 1 < nkt) {
             const uint32_t nbuf = sKV + ((j + 1) & 1) * 2 * SK;
@@ -1567,35 +1567,21 @@ __global__ void __launch_bounds__(256, 1)
         ob__attn_cp_commit();
         const uint32_t sK = sKV + (j & 1) * 2 * SK, sV = sK + SK;
         const int k0 = j * BC;
-        const bool active = WG ? (k0 <= q0 + 64 * wg + 63) : (k0 <= wrow + 15);
-        if (!active) continue;
+        if (k0 > wrow + 15) continue; /* every key of the tile is after this warp's rows */
 
         float s[BC / 2];
-        if constexpr (WG) {
-            ob__attn_wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                const uint64_t da = ob__attn_desc(sQ + wg * 64 * 32 + kk * BR * 32, BR * 32, 256);
-                const uint64_t db = ob__attn_desc(sK + kk * BC * 32, BC * 32, 256);
-                ob__attn_wgmma<BC>::template ss<0, 0>(s, da, db, kk);
-            }
-            ob__attn_wg_commit();
-            ob__attn_wg_wait<0>();
-            ob__attn_fence_regs(s);
-        } else {
+        for (int i = 0; i < BC / 2; ++i) s[i] = 0.f;
 #pragma unroll
-            for (int i = 0; i < BC / 2; ++i) s[i] = 0.f;
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t a[4];
+            ob__attn_ldsm4(sQ + offA + kk * BR * 32, a);
 #pragma unroll
-            for (int kk = 0; kk < D / 16; ++kk) {
-                uint32_t a[4];
-                ob__attn_ldsm4(sQ + offA + kk * BR * 32, a);
-#pragma unroll
-                for (int n2 = 0; n2 < BC / 16; ++n2) {
-                    uint32_t bb[4];
-                    ob__attn_ldsm4(sK + offB + n2 * 16 * 32 + kk * BC * 32, bb);
-                    ob__attn_mma(&s[8 * n2], a, bb[0], bb[1]);
-                    ob__attn_mma(&s[8 * n2 + 4], a, bb[2], bb[3]);
-                }
+            for (int n2 = 0; n2 < BC / 16; ++n2) {
+                uint32_t bb[4];
+                ob__attn_ldsm4(sK + offB + n2 * 16 * 32 + kk * BC * 32, bb);
+                ob__attn_mma(&s[8 * n2], a, bb[0], bb[1]);
+                ob__attn_mma(&s[8 * n2 + 4], a, bb[2], bb[3]);
             }
         }
         /* causal mask on tiles that reach past this warp's first row */
@@ -1644,27 +1630,15 @@ __global__ void __launch_bounds__(256, 1)
             acc[4 * nd + 3] *= al1;
         }
         /* O += P V */
-        if constexpr (WG) {
-            ob__attn_wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < BC / 16; ++kk) {
-                const uint64_t db = ob__attn_desc(sV + kk * 16 * 32, BC * 32, 256);
-                ob__attn_wgmma<D>::template rs<1>(acc, pf[kk], db, 1);
+        for (int kk = 0; kk < BC / 16; ++kk)
+#pragma unroll
+            for (int n2 = 0; n2 < D / 16; ++n2) {
+                uint32_t bb[4];
+                ob__attn_ldsm4t(sV + offV + kk * 16 * 32 + n2 * BC * 32, bb);
+                ob__attn_mma(&acc[8 * n2], pf[kk], bb[0], bb[1]);
+                ob__attn_mma(&acc[8 * n2 + 4], pf[kk], bb[2], bb[3]);
             }
-            ob__attn_wg_commit();
-            ob__attn_wg_wait<0>();
-            ob__attn_fence_regs(acc);
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < BC / 16; ++kk)
-#pragma unroll
-                for (int n2 = 0; n2 < D / 16; ++n2) {
-                    uint32_t bb[4];
-                    ob__attn_ldsm4t(sV + offV + kk * 16 * 32 + n2 * BC * 32, bb);
-                    ob__attn_mma(&acc[8 * n2], pf[kk], bb[0], bb[1]);
-                    ob__attn_mma(&acc[8 * n2 + 4], pf[kk], bb[2], bb[3]);
-                }
-        }
     }
 
     ob__attn_fwd_epilogue<D>(acc, lrow0, lrow1, mrow0, mrow1, sQ, o + ((size_t)b * T * H + h) * D, qrs, lse + (size_t)bh * T, warp, lane, wrow, T);
@@ -1825,8 +1799,8 @@ __global__ void __launch_bounds__(256)
 
 /* ob__attn_bwd_kernel: for one (b, kv head, 128-key tile): dK, dV over all query heads of the group and
  * all query tiles at or after the diagonal (written once, fp32), and this tile's contributions to dq,
- * added in key-tile order (see the header). */
-template <int D, bool WG>
+ * added in key-tile order (see the header); mma.sync (Hopper runs ob__attn_bwd_wgp_kernel). */
+template <int D>
 __global__ void __launch_bounds__(256, 1)
     ob__attn_bwd_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
                         const __nv_bfloat16 *__restrict__ v, const __nv_bfloat16 *__restrict__ dout, const float *__restrict__ di,
@@ -1886,7 +1860,6 @@ __global__ void __launch_bounds__(256, 1)
         const int bf = st & 1;
         const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
         ob__attn_cp_wait<0>();
-        if constexpr (WG) ob__attn_fence_proxy();
         __syncthreads();
         if (st + 1 < ns) prefetch(st + 1, bf ^ 1);
         ob__attn_cp_commit();
@@ -1895,73 +1868,42 @@ __global__ void __launch_bounds__(256, 1)
 
         if (act) {
             float sa[BQ / 2], dpa[BQ / 2]; /* S^T, dP^T: 16 keys x 64 queries per warp */
-            if constexpr (WG) {
-                ob__attn_wg_fence();
 #pragma unroll
-                for (int kk = 0; kk < D / 16; ++kk) {
-                    const uint64_t da = ob__attn_desc(sK + kk * BK * 32 + wg * 64 * 32, BK * 32, 256);
-                    const uint64_t db = ob__attn_desc(sQ + kk * BQ * 32, BQ * 32, 256);
-                    ob__attn_wgmma<BQ>::template ss<0, 0>(sa, da, db, kk);
-                }
+            for (int x = 0; x < BQ / 2; ++x) {
+                sa[x] = 0.f;
+                dpa[x] = 0.f;
+            }
 #pragma unroll
-                for (int kk = 0; kk < D / 16; ++kk) {
-                    const uint64_t da = ob__attn_desc(sV + kk * BK * 32 + wg * 64 * 32, BK * 32, 256);
-                    const uint64_t db = ob__attn_desc(sdO + kk * BQ * 32, BQ * 32, 256);
-                    ob__attn_wgmma<BQ>::template ss<0, 0>(dpa, da, db, kk);
-                }
-                ob__attn_wg_commit();
-                ob__attn_wg_wait<0>();
-                ob__attn_fence_regs(sa);
-                ob__attn_fence_regs(dpa);
-            } else {
+            for (int kk = 0; kk < D / 16; ++kk) {
+                uint32_t a[4], a2[4];
+                ob__attn_ldsm4(sK + offKA + kk * BK * 32, a);
+                ob__attn_ldsm4(sV + offKA + kk * BK * 32, a2);
 #pragma unroll
-                for (int x = 0; x < BQ / 2; ++x) {
-                    sa[x] = 0.f;
-                    dpa[x] = 0.f;
-                }
-#pragma unroll
-                for (int kk = 0; kk < D / 16; ++kk) {
-                    uint32_t a[4], a2[4];
-                    ob__attn_ldsm4(sK + offKA + kk * BK * 32, a);
-                    ob__attn_ldsm4(sV + offKA + kk * BK * 32, a2);
-#pragma unroll
-                    for (int n2 = 0; n2 < BQ / 16; ++n2) {
-                        uint32_t bb[4], bd[4];
-                        ob__attn_ldsm4(sQ + offQB + n2 * 16 * 32 + kk * BQ * 32, bb);
-                        ob__attn_ldsm4(sdO + offQB + n2 * 16 * 32 + kk * BQ * 32, bd);
-                        ob__attn_mma(&sa[8 * n2], a, bb[0], bb[1]);
-                        ob__attn_mma(&sa[8 * n2 + 4], a, bb[2], bb[3]);
-                        ob__attn_mma(&dpa[8 * n2], a2, bd[0], bd[1]);
-                        ob__attn_mma(&dpa[8 * n2 + 4], a2, bd[2], bd[3]);
-                    }
+                for (int n2 = 0; n2 < BQ / 16; ++n2) {
+                    uint32_t bb[4], bd[4];
+                    ob__attn_ldsm4(sQ + offQB + n2 * 16 * 32 + kk * BQ * 32, bb);
+                    ob__attn_ldsm4(sdO + offQB + n2 * 16 * 32 + kk * BQ * 32, bd);
+                    ob__attn_mma(&sa[8 * n2], a, bb[0], bb[1]);
+                    ob__attn_mma(&sa[8 * n2 + 4], a, bb[2], bb[3]);
+                    ob__attn_mma(&dpa[8 * n2], a2, bd[0], bd[1]);
+                    ob__attn_mma(&dpa[8 * n2 + 4], a2, bd[2], bd[3]);
                 }
             }
             uint32_t pf[BQ / 16][4], df[BQ / 16][4];
             ob__attn_bwd_elem(sa, dpa, pf, df, sL, sDi, sdS, kl, kw, qb, k0, T, t4, sl2);
             /* dV += P^T dO, dK += dS^T Q */
-            if constexpr (WG) {
-                ob__attn_wg_fence();
 #pragma unroll
-                for (int kk = 0; kk < BQ / 16; ++kk)
-                    ob__attn_wgmma<D>::template rs<1>(dVa, pf[kk], ob__attn_desc(sdO + kk * 16 * 32, BQ * 32, 256), 1);
+            for (int kk = 0; kk < BQ / 16; ++kk)
 #pragma unroll
-                for (int kk = 0; kk < BQ / 16; ++kk)
-                    ob__attn_wgmma<D>::template rs<1>(dKa, df[kk], ob__attn_desc(sQ + kk * 16 * 32, BQ * 32, 256), 1);
-                ob__attn_wg_commit();
-            } else {
-#pragma unroll
-                for (int kk = 0; kk < BQ / 16; ++kk)
-#pragma unroll
-                    for (int n2 = 0; n2 < D / 16; ++n2) {
-                        uint32_t bb[4], bq[4];
-                        ob__attn_ldsm4t(sdO + offQT + kk * 16 * 32 + n2 * BQ * 32, bb);
-                        ob__attn_ldsm4t(sQ + offQT + kk * 16 * 32 + n2 * BQ * 32, bq);
-                        ob__attn_mma(&dVa[8 * n2], pf[kk], bb[0], bb[1]);
-                        ob__attn_mma(&dVa[8 * n2 + 4], pf[kk], bb[2], bb[3]);
-                        ob__attn_mma(&dKa[8 * n2], df[kk], bq[0], bq[1]);
-                        ob__attn_mma(&dKa[8 * n2 + 4], df[kk], bq[2], bq[3]);
-                    }
-            }
+                for (int n2 = 0; n2 < D / 16; ++n2) {
+                    uint32_t bb[4], bq[4];
+                    ob__attn_ldsm4t(sdO + offQT + kk * 16 * 32 + n2 * BQ * 32, bb);
+                    ob__attn_ldsm4t(sQ + offQT + kk * 16 * 32 + n2 * BQ * 32, bq);
+                    ob__attn_mma(&dVa[8 * n2], pf[kk], bb[0], bb[1]);
+                    ob__attn_mma(&dVa[8 * n2 + 4], pf[kk], bb[2], bb[3]);
+                    ob__attn_mma(&dKa[8 * n2], df[kk], bq[0], bq[1]);
+                    ob__attn_mma(&dKa[8 * n2 + 4], df[kk], bq[2], bq[3]);
+                }
         } else {
             /* every key of this warpgroup is after every query of the tile: dS^T = 0 */
 #pragma unroll
@@ -1970,45 +1912,26 @@ __global__ void __launch_bounds__(256, 1)
                 ob__attn_sts32(sdS + ob__attn_tofs(kl + 8, nb, BK) + 4 * t4, 0u);
             }
         }
-        if constexpr (WG) ob__attn_fence_proxy();
         __syncthreads();
 
         /* dQ_partial (64 x D) = dS K; this warp: queries 16*w4.., columns wg*D/2 .. +D/2 */
         float qa[D / 4];
-        if constexpr (WG) {
-            ob__attn_wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk) {
-                const uint64_t da = ob__attn_desc(sdS + kk * 16 * 32, BK * 32, 256);
-                const uint64_t db = ob__attn_desc(sK + (wg * D / 32) * BK * 32 + kk * 16 * 32, BK * 32, 256);
-                ob__attn_wgmma<D / 2>::template ss<1, 1>(qa, da, db, kk);
-            }
-            ob__attn_wg_commit();
-            ob__attn_wg_wait<0>();
-            ob__attn_fence_regs(qa);
-        } else {
+        for (int x = 0; x < D / 4; ++x) qa[x] = 0.f;
 #pragma unroll
-            for (int x = 0; x < D / 4; ++x) qa[x] = 0.f;
+        for (int kk = 0; kk < BK / 16; ++kk) {
+            uint32_t a[4];
+            ob__attn_ldsm4t(sdS + offSA + kk * 16 * 32, a);
 #pragma unroll
-            for (int kk = 0; kk < BK / 16; ++kk) {
-                uint32_t a[4];
-                ob__attn_ldsm4t(sdS + offSA + kk * 16 * 32, a);
-#pragma unroll
-                for (int n2 = 0; n2 < D / 32; ++n2) {
-                    uint32_t bb[4];
-                    ob__attn_ldsm4t(sK + offKT + (wg * D / 32 + n2) * BK * 32 + kk * 16 * 32, bb);
-                    ob__attn_mma(&qa[8 * n2], a, bb[0], bb[1]);
-                    ob__attn_mma(&qa[8 * n2 + 4], a, bb[2], bb[3]);
-                }
+            for (int n2 = 0; n2 < D / 32; ++n2) {
+                uint32_t bb[4];
+                ob__attn_ldsm4t(sK + offKT + (wg * D / 32 + n2) * BK * 32 + kk * 16 * 32, bb);
+                ob__attn_mma(&qa[8 * n2], a, bb[0], bb[1]);
+                ob__attn_mma(&qa[8 * n2 + 4], a, bb[2], bb[3]);
             }
         }
         ob__attn_dq_update<D>(qa, ctr + ((size_t)b * H + h) * nqt + i, dq + ((size_t)b * T * H + h) * D, qrs, qb + 16 * w4 + g,
                               wg * (D / 2) + 2 * t4, j, T, tid, scale);
-    }
-    if constexpr (WG) {
-        ob__attn_wg_wait<0>();
-        ob__attn_fence_regs(dKa);
-        ob__attn_fence_regs(dVa);
     }
     ob__attn_store_dkv<D>(dKa, dVa, dk + ((size_t)b * T * Hkv + hk) * D, dv + ((size_t)b * T * Hkv + hk) * D, krs, kw, t4, T, scale);
 }
@@ -2299,20 +2222,20 @@ inline unsigned ob__attn_device_bit() {
 }
 inline size_t ob__attn_align(size_t x) { return (x + 255) & ~(size_t)255; }
 
-template <int D, int BC, bool WG>
+template <int D, int BC>
 cudaError_t ob__attn_fwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, __nv_bfloat16 *o, float *lse,
                                 int B, int T, int H, int Hkv, cudaStream_t stream) {
     using C = ob__attn_fwd_cfg<D, BC>;
     static unsigned attr_done = 0; /* one bit per device: the attribute belongs to the device's context */
     const unsigned dev_bit = ob__attn_device_bit();
     if (!(attr_done & dev_bit)) {
-        const cudaError_t e = cudaFuncSetAttribute(ob__attn_fwd_kernel<D, BC, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        const cudaError_t e = cudaFuncSetAttribute(ob__attn_fwd_kernel<D, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
         if (e != cudaSuccess) return e;
         attr_done |= dev_bit;
     }
     const int nqt = (T + C::BR - 1) / C::BR, BH = B * H;
     const float sl2 = ob__attn_log2e / sqrtf((float)D);
-    ob__attn_fwd_kernel<D, BC, WG><<<(unsigned)nqt * (unsigned)BH, 256, C::SMEM, stream>>>(q, k, v, o, lse, T, H, Hkv, BH, nqt, sl2);
+    ob__attn_fwd_kernel<D, BC><<<(unsigned)nqt * (unsigned)BH, 256, C::SMEM, stream>>>(q, k, v, o, lse, T, H, Hkv, BH, nqt, sl2);
     return cudaGetLastError();
 }
 
@@ -2338,8 +2261,8 @@ inline size_t ob__attn_bwd_ws_bytes(int B, int T, int H) {
     return 2 * ob__attn_align(bht * sizeof(float)) + ob__attn_align((size_t)B * H * nqt * sizeof(int));
 }
 
-/* the backward: pre kernel + main kernel; PIPE picks ob__attn_bwd_wgp_kernel (WG must be true) */
-template <int D, bool WG, bool PIPE = false>
+/* the backward: pre kernel + main kernel; WG picks ob__attn_bwd_wgp_kernel (Hopper), else ob__attn_bwd_kernel */
+template <int D, bool WG>
 cudaError_t ob__attn_bwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v, const __nv_bfloat16 *o,
                                 const __nv_bfloat16 *dout, const float *lse, float *dq, float *dk, float *dv, void *workspace, int B, int T,
                                 int H, int Hkv, cudaStream_t stream) {
@@ -2347,8 +2270,8 @@ cudaError_t ob__attn_bwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
     static unsigned attr_done = 0; /* one bit per device: the attribute belongs to the device's context */
     const unsigned dev_bit = ob__attn_device_bit();
     if (!(attr_done & dev_bit)) {
-        const cudaError_t e = PIPE ? cudaFuncSetAttribute(ob__attn_bwd_wgp_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM)
-                                   : cudaFuncSetAttribute(ob__attn_bwd_kernel<D, WG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
+        const cudaError_t e = WG ? cudaFuncSetAttribute(ob__attn_bwd_wgp_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM)
+                                 : cudaFuncSetAttribute(ob__attn_bwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM);
         if (e != cudaSuccess) return e;
         attr_done |= dev_bit;
     }
@@ -2364,11 +2287,11 @@ cudaError_t ob__attn_bwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
     if (threads < nctr) threads = nctr;
     ob__attn_bwd_pre_kernel<D><<<(unsigned)((threads + 255) / 256), 256, 0, stream>>>(o, dout, lse, di, lse2, ctr, nrows, T, H, nctr);
     const float scale = 1.0f / sqrtf((float)D);
-    if constexpr (PIPE)
+    if constexpr (WG)
         ob__attn_bwd_wgp_kernel<D><<<(unsigned)(B * Hkv * nkt), 256, C::SMEM, stream>>>(q, k, v, dout, di, lse2, ctr, dq, dk, dv, T, H, Hkv, nkt,
                                                                                       nqt, scale, scale * ob__attn_log2e);
     else
-        ob__attn_bwd_kernel<D, WG><<<(unsigned)(B * Hkv * nkt), 256, C::SMEM, stream>>>(q, k, v, dout, di, lse2, ctr, dq, dk, dv, T, H, Hkv, nkt,
+        ob__attn_bwd_kernel<D><<<(unsigned)(B * Hkv * nkt), 256, C::SMEM, stream>>>(q, k, v, dout, di, lse2, ctr, dq, dk, dv, T, H, Hkv, nkt,
                                                                                         nqt, scale, scale * ob__attn_log2e);
     return cudaGetLastError();
 }
@@ -2412,10 +2335,10 @@ static cudaError_t ob_cuda_attention_forward(const __nv_bfloat16 *q, const __nv_
     if (!ob__attn_shape_ok(B, T, H, Hkv, D)) return cudaErrorInvalidValue;
     const int wg = ob__attn_use_wgmma();
     switch (D) {
-    case 32: return wg ? ob__attn_fwd_launch_wgp<32>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<32, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
-    case 64: return wg ? ob__attn_fwd_launch_wgp<64>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<64, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
-    case 96: return wg ? ob__attn_fwd_launch_wgp<96>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<96, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
-    default: return wg ? ob__attn_fwd_launch_wgp<128>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<128, 64, false>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    case 32: return wg ? ob__attn_fwd_launch_wgp<32>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<32, 64>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    case 64: return wg ? ob__attn_fwd_launch_wgp<64>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<64, 64>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    case 96: return wg ? ob__attn_fwd_launch_wgp<96>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<96, 64>(q, k, v, o, lse, B, T, H, Hkv, stream);
+    default: return wg ? ob__attn_fwd_launch_wgp<128>(q, k, v, o, lse, B, T, H, Hkv, stream) : ob__attn_fwd_launch<128, 64>(q, k, v, o, lse, B, T, H, Hkv, stream);
     }
 }
 
@@ -2434,10 +2357,10 @@ static cudaError_t ob_cuda_attention_backward(const __nv_bfloat16 *q, const __nv
     if (workspace == NULL || workspace_bytes < ob__attn_bwd_ws_bytes(B, T, H)) return cudaErrorInvalidValue;
     const int wg = ob__attn_use_wgmma();
     switch (D) {
-    case 32: return wg ? ob__attn_bwd_launch<32, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<32, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
-    case 64: return wg ? ob__attn_bwd_launch<64, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<64, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
-    case 96: return wg ? ob__attn_bwd_launch<96, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<96, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
-    default: return wg ? ob__attn_bwd_launch<128, true, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<128, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    case 32: return wg ? ob__attn_bwd_launch<32, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<32, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    case 64: return wg ? ob__attn_bwd_launch<64, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<64, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    case 96: return wg ? ob__attn_bwd_launch<96, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<96, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
+    default: return wg ? ob__attn_bwd_launch<128, true>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream) : ob__attn_bwd_launch<128, false>(q, k, v, o, dout, lse, dq, dk, dv, workspace, B, T, H, Hkv, stream);
     }
 }
 /* ---- end of flash attention ---- */
