@@ -46,7 +46,7 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
   GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
-  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/bench_train $(BUILD)/bench_attention
+  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu $(BUILD)/bench_train $(BUILD)/bench_attention
 endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
@@ -83,9 +83,9 @@ $(BUILD)/test_dist_gpu: tests/test_dist_gpu.cu $(CUDA_HEADERS) tests/test_util.h
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/bench_train $(BUILD)/bench_attention: $(BUILD)/%: bench/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-$(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
+$(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu
+gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu
 test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
 	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
 bench: $(BUILD)/bench_train $(BUILD)/bench_attention

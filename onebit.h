@@ -374,6 +374,13 @@ OB_DEF void ob_model_zero_grad(ob_model *m);
  * out receives prompt + new tokens (n_prompt + n_new ids). */
 OB_DEF int ob_model_generate(ob_model *m, const int32_t *prompt, int n_prompt, int n_new, float temperature, int top_k,
                              uint64_t seed, int32_t *out);
+/* The same sampling over any device: next_logits(ctx, x, T, logits) writes the V logits (softcapped,
+ * temperature 1) of the last of T tokens; context is the last max_T tokens. The CPU model's is
+ * ob_model_next_logits; the GPU trainer's backend provides its own (ob_backend.next_logits). */
+typedef int (*ob_next_logits_fn)(void *ctx, const int32_t *x, int T, float *logits);
+OB_DEF int ob_model_next_logits(void *model, const int32_t *x, int T, float *logits);
+OB_DEF int ob_generate(ob_next_logits_fn next_logits, void *ctx, int V, int max_T, const int32_t *prompt, int n_prompt, int n_new,
+                       float temperature, int top_k, uint64_t seed, int32_t *out);
 
 /* ------------------------------------------------------------------------------------------------
  * Layer kinds (CPU reference). Each forward is followed by its backward; backward functions
@@ -4509,24 +4516,38 @@ OB_DEF int ob_tokenizer_bpb_tables(const ob_tokenizer *tok, int table_size, int1
     return OB_OK;
 }
 
+OB_DEF int ob_model_next_logits(void *model, const int32_t *x, int T, float *logits) {
+    ob_model *m = (ob_model *)model;
+    float saved_t = m->temperature;
+    m->temperature = 1.0f;
+    int r = ob_model_forward(m, x, NULL, 1, T);
+    m->temperature = saved_t;
+    if (!r) memcpy(logits, m->acts.logits + (size_t)(T - 1) * m->cfg.vocab_size, (size_t)m->cfg.vocab_size * sizeof(float));
+    return r;
+}
+
 OB_DEF int ob_model_generate(ob_model *m, const int32_t *prompt, int n_prompt, int n_new, float temperature, int top_k,
                              uint64_t seed, int32_t *out) {
-    int V = m->cfg.vocab_size, T = m->cfg.train_seq_len;
+    return ob_generate(ob_model_next_logits, m, m->cfg.vocab_size, m->cfg.train_seq_len, prompt, n_prompt, n_new, temperature,
+                       top_k, seed, out);
+}
+
+OB_DEF int ob_generate(ob_next_logits_fn next_logits, void *ctx, int V, int max_T, const int32_t *prompt, int n_prompt, int n_new,
+                       float temperature, int top_k, uint64_t seed, int32_t *out) {
+    int T = max_T;
     if (n_prompt < 1) return ob_set_error(OB_ERR_ARG, "generate: an empty prompt (give at least one token)");
     memcpy(out, prompt, (size_t)n_prompt * sizeof(int32_t));
     ob_rng rng;
     ob_rng_seed(&rng, seed);
     float *p = (float *)ob__malloc((size_t)V * sizeof(float));
+    float *z = (float *)ob__malloc((size_t)V * sizeof(float));
     int *idx = (int *)ob__malloc((size_t)V * sizeof(int));
-    if (!p || !idx) { free(p); free(idx); return ob_set_error(OB_ERR_NOMEM, "generate: out of memory"); }
+    if (!p || !z || !idx) { free(p); free(z); free(idx); return ob_set_error(OB_ERR_NOMEM, "generate: out of memory"); }
     int r = OB_OK;
-    float saved_t = m->temperature;
-    m->temperature = 1.0f;
     for (int i = 0; i < n_new && !r; i++) {
         int n = n_prompt + i, start = n > T ? n - T : 0, len = n - start;
-        r = ob_model_forward(m, out + start, NULL, 1, len);
+        r = next_logits(ctx, out + start, len, z);
         if (r) break;
-        const float *z = m->acts.logits + (size_t)(len - 1) * V;
         int best = 0;
         for (int v = 1; v < V; v++) if (z[v] > z[best]) best = v;
         if (temperature <= 0.0f) { out[n] = best; continue; }
@@ -4546,8 +4567,8 @@ OB_DEF int ob_model_generate(ob_model *m, const int32_t *prompt, int n_prompt, i
         for (int a = 0; a < k; a++) { c += p[a]; if (u < c) { pick = idx[a]; break; } }
         out[n] = pick;
     }
-    m->temperature = saved_t;
     free(p);
+    free(z);
     free(idx);
     return r;
 }

@@ -3932,6 +3932,20 @@ static int ob__cb_score(void *ctx, const int32_t *x, const int32_t *y, int B, in
     return e;
 }
 
+/* ob_next_logits_fn on the device: one forward over the T context tokens, the last row of logits
+ * (softcapped, temperature 1) copied back. No KV cache: a forward of up to train_seq_len tokens per
+ * sampled token is milliseconds here. */
+static int ob__cb_next_logits(void *ctx, const int32_t *x, int T, float *logits) {
+    ob__cuda_backend *cb = (ob__cuda_backend *)ctx;
+    ob_cuda_model *g = &cb->g;
+    int V = g->cfg.vocab_size;
+    g->temperature = 1.0f;
+    OB_TRY(ob_cuda_model_prepare(g, 1, T));
+    OB_TRY(ob_cuda_model_set_batch(g, x, NULL, T));
+    OB_TRY(ob_cuda_model_forward(g, 1, T, 0));
+    return ob__copy_sync(g->stream, logits, g->logits + (size_t)(T - 1) * V, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost);
+}
+
 static int ob__cb_pull(ob_backend *b, int with_optimizer) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
     OB_TRY(ob_cuda_model_download(&cb->g, b->host));
@@ -4032,6 +4046,7 @@ static int ob__backend_cuda_open(ob_backend *b, ob_model *m, ob_optimizer *o, ob
     b->host_opt = o;
     b->train_step = o ? ob__cb_train_step : NULL;
     b->score = ob__cb_score;
+    b->next_logits = ob__cb_next_logits;
     b->pull = ob__cb_pull;
     b->push = ob__cb_push;
     b->ema_update = o ? ob__cb_ema : NULL;

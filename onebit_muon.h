@@ -274,6 +274,7 @@ typedef struct ob_backend {
     int (*train_step)(struct ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale,
                       float momentum, float *loss);
     ob_score_fn score;            /* called with ctx */
+    ob_next_logits_fn next_logits;/* called with ctx: generation's logits of the last token */
     int (*pull)(struct ob_backend *b, int with_optimizer);  /* device -> host (weights, optionally optimizer state) */
     int (*push)(struct ob_backend *b, int with_optimizer);  /* host -> device */
     int (*ema_update)(struct ob_backend *b, int start_now); /* NULL: ob_ema_update on the host optimizer */
@@ -1464,6 +1465,7 @@ OB_DEF void ob_backend_cpu(ob_backend *b, ob_model *m, ob_optimizer *o) {
     b->host_opt = o;
     b->train_step = o ? ob__cpu_train_step : NULL;
     b->score = ob_model_scorer;
+    b->next_logits = ob_model_next_logits;
     b->pull = ob__cpu_sync;
     b->push = ob__cpu_sync;
 }

@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
     ob_model m;
     ob_data d;
     ob_backend be;
+    memset(&be, 0, sizeof be);
     uint64_t tok_hash;
     if (ob_artifact_load(&m, argv[1], &tok_hash)) { fprintf(stderr, "eval: %s\n", ob_last_error()); return 1; }
     int T = m.cfg.train_seq_len, r = ob_data_open(&d, data, tokenizer, m.cfg.vocab_size, T, val_max);

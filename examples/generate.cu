@@ -1,19 +1,25 @@
 /* generate: an artifact, its tokenizer and a prompt -> sampled text (temperature, top-k, seed), on
- * the CPU reference path. With no tokenizer the artifact must be a bytes-as-tokens model (the
- * embedded default's, which make run writes).
+ * the GPU (the trainer's forward, XNOR kernels included) when built with nvcc and a GPU is present,
+ * else on the CPU reference path. With no tokenizer the artifact must be a bytes-as-tokens model
+ * (the embedded default's, which make run writes).
  *
  *   cc -std=c99 -D_DEFAULT_SOURCE -O2 -march=native -fopenmp -x c examples/generate.cu -o build/generate \
- *        -lm -lbrotlienc -lbrotlidec -llzma
+ *        -lm -lbrotlienc -lbrotlidec -llzma                                    (CPU)
+ *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a examples/generate.cu -o build/generate_gpu \
+ *        -lcublas -lbrotlienc -lbrotlidec -llzma                               (GPU)
  *   build/generate logs/onebit_embedded.ob1 --prompt "The model" --tokens 200
  *   build/generate run.ob1 --tokenizer ../shared/data/fineweb_1024_bpe.model --prompt "Once upon a time" --temperature 0.8
  */
 #define ONEBIT_IMPLEMENTATION
-#include "../onebit.h"
+#ifdef __CUDACC__
+#include "../onebit_cuda.cuh"
+#endif
+#include "../onebit_muon.h"
 #include "../onebit_pack.h"
 
 static int usage(const char *why, const char *what) {
     fprintf(stderr, "generate: %s %s\nusage: generate ARTIFACT [--tokenizer FILE] [--prompt TEXT] [--tokens N] [--temperature T]\n"
-                    "                [--top-k K (0: all)] [--seed N]\n", why, what);
+                    "                [--top-k K (0: all)] [--seed N] [--cpu | --gpu]\n", why, what);
     return 2;
 }
 
@@ -21,11 +27,15 @@ int main(int argc, char **argv) {
     const char *tokenizer = "", *prompt = "The ";
     long long n_new = 200, top_k = 40, seed = 1;
     float temperature = 0.8f;
+    int device = -1;
     if (argc < 2 || argv[1][0] == '-') return usage("the first argument is the artifact, not", argc < 2 ? "nothing" : argv[1]);
     for (int i = 2; i < argc; i++) {
-        const char *f = argv[i], *v = i + 1 < argc ? argv[++i] : NULL;
+        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = (char *)"";
+        if (!strcmp(f, "--cpu")) { device = 0; continue; }
+        if (!strcmp(f, "--gpu")) { device = 1; continue; }
         if (!v) return usage("a value is missing after", f);
+        i++;
         if (!strcmp(f, "--tokenizer")) tokenizer = v;
         else if (!strcmp(f, "--prompt")) prompt = v;
         else if (!strcmp(f, "--tokens")) n_new = strtoll(v, &end, 10);
@@ -37,6 +47,8 @@ int main(int argc, char **argv) {
     }
     ob_model m;
     ob_tokenizer tok;
+    ob_backend be;
+    memset(&be, 0, sizeof be);
     uint64_t tok_hash;
     int32_t *ids = NULL, *out = NULL;
     size_t n_ids = 0;
@@ -49,10 +61,13 @@ int main(int argc, char **argv) {
     if (!r) r = ob_tokenizer_encode(&tok, prompt, strlen(prompt), &ids, &n_ids);
     if (!r && n_ids == 0) r = ob_set_error(OB_ERR_ARG, "--prompt: the prompt encodes to no tokens");
     if (!r) out = (int32_t *)malloc((n_ids + (size_t)n_new) * sizeof(int32_t));
-    if (!r) r = ob_model_generate(&m, ids, (int)n_ids, (int)n_new, temperature, (int)top_k, (uint64_t)seed, out);
+    if (!r) r = ob_backend_open(&be, &m, NULL, device);
+    if (!r) r = ob_generate(be.next_logits, be.ctx, m.cfg.vocab_size, m.cfg.train_seq_len, ids, (int)n_ids, (int)n_new,
+                            temperature, (int)top_k, (uint64_t)seed, out);
     if (!r) r = ob_tokenizer_decode(&tok, out, n_ids + (size_t)n_new, &text, NULL);
     if (!r) printf("%s\n", text);
     if (r) fprintf(stderr, "generate: %s\n", ob_last_error());
+    if (be.destroy) be.destroy(&be);
     free(text); free(out); free(ids);
     ob_tokenizer_free(&tok);
     ob_model_free(&m);

@@ -5,7 +5,8 @@
 #   checkpoint and, resumed, logs the same losses as an uninterrupted run; bad input exits non-zero
 #   naming the file or flag. Prints PASS / FAIL lines like the C tests.
 # ONEBIT_EXAMPLES_GPU=1 runs the GPU builds of the trainers and eval (build/*_gpu, on a GPU machine:
-# the GPU kill-and-resume record of BENCHMARKS.md); generate is the CPU program either way.
+# the GPU kill-and-resume record of BENCHMARKS.md), generate included (its logits are checked
+# against the CPU path's in test_gpu's eval_backend group).
 B=build
 G=${ONEBIT_EXAMPLES_GPU:+_gpu}
 T=$(mktemp -d /tmp/onebit_examples_XXXXXX)
@@ -13,7 +14,7 @@ trap 'rm -rf "$T"' EXIT
 check() { # check NAME CONDITION-EXIT-STATUS DETAIL
     if [ "$2" -eq 0 ]; then echo "PASS examples/$1: $3"; else echo "FAIL examples/$1: $3"; fi
 }
-for p in train_10min$G train_unconstrained$G eval$G generate; do
+for p in train_10min$G train_unconstrained$G eval$G generate$G generate; do
     [ -x $B/$p ] || { echo "FAIL examples/build: $B/$p is missing (make $B/$p)"; exit 1; }
 done
 # quick runs: no sliding window, no temperature search where they are not under test
@@ -40,13 +41,13 @@ grep -q "^temp_scaling optimal_T:" $T/e2.log && grep -q "^final_sliding val_loss
 check eval_sliding $? "$(grep -E '^(temp_scaling|final_sliding)' $T/e2.log | tr '\n' ' ')"
 
 # 3. generate: the prompt, then new text
-$B/generate $T/a/onebit_embedded.ob1 --prompt "int main(" --tokens 40 --seed 7 > $T/g.log 2>&1
+$B/generate$G $T/a/onebit_embedded.ob1 --prompt "int main(" --tokens 40 --seed 7 > $T/g.log 2>&1
 rc=$?
 n=$(wc -c < $T/g.log)
 [ $rc -eq 0 ] && head -c 9 $T/g.log | grep -q "int main(" && [ "$n" -ge 45 ]
 check generate $? "exit $rc, $n bytes: $(head -c 60 $T/g.log | tr '\n' ' ')"
-$B/generate $T/a/onebit_embedded.ob1 --prompt "x" --tokens 40 --seed 7 > $T/g1.log 2>&1
-$B/generate $T/a/onebit_embedded.ob1 --prompt "x" --tokens 40 --seed 7 > $T/g2.log 2>&1
+$B/generate$G $T/a/onebit_embedded.ob1 --prompt "x" --tokens 40 --seed 7 > $T/g1.log 2>&1
+$B/generate$G $T/a/onebit_embedded.ob1 --prompt "x" --tokens 40 --seed 7 > $T/g2.log 2>&1
 cmp -s $T/g1.log $T/g2.log
 check generate_seeded $? "the same seed samples the same text"
 

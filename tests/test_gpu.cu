@@ -623,6 +623,44 @@ static void test_eval_backend(void) {
     ob_model_free(&m);
 }
 
+/* Generation's next-token logits on the GPU backend (XNOR tiny model: the binarised forward) against
+ * the CPU path's, for an odd context length and for one token. Bound: the largest logit difference
+ * within 5e-2 of the largest |logit| (bf16 GEMM operands; a binarised activation near 0 may take the
+ * other sign). Then the same seeded sampling repeats exactly on the device. */
+static void test_next_logits(void) {
+    ob_config c;
+    ob_config_preset(&c, "tiny");
+    ob_model m;
+    ob_backend be;
+    memset(&be, 0, sizeof be);
+    if (ob_model_init(&m, &c)) { tu_report("FAIL", "next_logits", "%s", ob_last_error()); return; }
+    ob_model_init_weights(&m, 31);
+    ob_rng rng;
+    ob_rng_seed(&rng, 32);
+    for (size_t i = 0; i < m.n_params; i++) m.params[i] += 0.05f * ob_rng_normal(&rng);
+    ob_model_quantize(&m);
+    int e = ob_backend_open(&be, &m, NULL, 1), V = c.vocab_size;
+    int32_t x[37];
+    for (int i = 0; i < 37; i++) x[i] = (int32_t)(ob_rng_u64(&rng) % 256);
+    float zg[256], zc[256];
+    double worst = 0.0, scale = 0.0;
+    const int lens[2] = {37, 1};
+    for (int k = 0; k < 2 && !e; k++) {
+        e = be.next_logits(be.ctx, x, lens[k], zg);
+        if (!e) e = ob_model_next_logits(&m, x, lens[k], zc);
+        for (int v = 0; v < V && !e; v++) { worst = fmax(worst, fabs(zg[v] - zc[v])); scale = fmax(scale, fabs(zc[v])); }
+    }
+    int32_t out1[37 + 20], out2[37 + 20];
+    if (!e) e = ob_generate(be.next_logits, be.ctx, V, c.train_seq_len, x, 37, 20, 0.8f, 40, 5, out1);
+    if (!e) e = ob_generate(be.next_logits, be.ctx, V, c.train_seq_len, x, 37, 20, 0.8f, 40, 5, out2);
+    int same = !e && memcmp(out1, out2, sizeof out1) == 0;
+    TU_CHECK(!e && scale > 0.0 && worst / scale < 5e-2 && same, "next_logits",
+             "GPU vs CPU next-token logits (T 37 and 1): worst |diff| %.3e of max |logit| %.3e = %.2e (bound 5e-2); "
+             "seeded sampling repeats: %s %s", worst, scale, scale > 0 ? worst / scale : 0.0, same ? "yes" : "no", e ? ob_last_error() : "");
+    if (be.destroy) be.destroy(&be);
+    ob_model_free(&m);
+}
+
 #include <execinfo.h>
 #include <signal.h>
 #include <unistd.h>
@@ -683,5 +721,6 @@ int main(int argc, char **argv) {
     if (want("optimizer")) { test_optimizer(0); test_optimizer(1); }
     if (want("backend")) test_backend();
     if (want("eval_backend")) test_eval_backend();
+    if (want("eval_backend")) test_next_logits();
     return tu_exit();
 }
