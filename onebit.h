@@ -4536,7 +4536,7 @@ OB_DEF int ob_generate(ob_next_logits_fn next_logits, void *ctx, int V, int max_
                        float temperature, int top_k, uint64_t seed, int32_t *out) {
     int T = max_T;
     if (n_prompt < 1) return ob_set_error(OB_ERR_ARG, "generate: an empty prompt (give at least one token)");
-    memcpy(out, prompt, (size_t)n_prompt * sizeof(int32_t));
+    memmove(out, prompt, (size_t)n_prompt * sizeof(int32_t)); /* out may be the prompt itself */
     ob_rng rng;
     ob_rng_seed(&rng, seed);
     float *p = (float *)ob__malloc((size_t)V * sizeof(float));

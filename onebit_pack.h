@@ -673,8 +673,12 @@ OB_DEF int ob_run_finish(ob_run *r, const char *const *code_files, int n_code) {
         int32_t *ids = (int32_t *)malloc((size_t)(np + ng) * sizeof(int32_t));
         char *text = NULL;
         e = ob_val_read(&r->data.val, 0, (size_t)np, ids);
-        if (!e) e = r->be.pull(&r->be, 0);
-        if (!e) e = ob_model_generate(&r->model, ids, np, ng, 0.8f, 40, o->seed, ids);
+        if (r->be.next_logits) /* on the backend's device (the GPU's forward when training there) */
+            e = e ? e : ob_generate(r->be.next_logits, r->be.ctx, r->model.cfg.vocab_size, T, ids, np, ng, 0.8f, 40, o->seed, ids);
+        else {
+            if (!e) e = r->be.pull(&r->be, 0);
+            if (!e) e = ob_model_generate(&r->model, ids, np, ng, 0.8f, 40, o->seed, ids);
+        }
         if (!e) e = ob_tokenizer_decode(&r->data.tok, ids, (size_t)(np + ng), &text, NULL);
         if (!e) ob_run_log(r, "sample (temperature 0.8, top-k 40; the first %d tokens are the prompt):\n%s", np, text);
         free(text);
