@@ -69,7 +69,7 @@ typedef struct ob_cuda_model {
     float *x_final;                  /* points into another buffer */
     /* backward scratch */
     void *grad_mem;
-    float *dres, *dnext, *dx0, *dxf, *dmo, *dmix, *dsm, *blk_res, *blk_branch, *blk_dn, *dy_attn, *dqkv, *dq, *dk, *dv;
+    float *dres, *dnext, *dx0, *dxf, *dmo, *dmix, *dsm, *blk_res, *blk_dn, *dq, *dk, *dv;
     float *dh, *dact, *dhid, *dskip, *dS, *dSn, *dlogits, *dhead, *demb, *colsum, *ar_qpart, *ar_kpart;
     float **ar_tab, **dS_tab;        /* device arrays of the AttnRes stored tensors and their gradients */
     int *id_counts, *id_offsets, *id_list; /* the embedding backward's grouping by token id */
@@ -335,14 +335,30 @@ __global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *y
         if (ybf) ybf[(size_t)blockIdx.x * C + i] = __float2bfloat16(v);
     }
 }
+/* The elementwise MLP activations (not SwiGLU, which pairs two columns): value and derivative, shared by
+ * ob__k_mlp_act_fwd / _bwd and the fused norm kernels below. kind < 0: none (identity). */
+__device__ static inline float ob__act_value(float v, int kind) {
+    return kind < 0 ? v : kind == OB_ACT_RELU2 ? (v > 0.0f ? v * v : 0.0f) : kind == OB_ACT_SIGNSQ ? v * fabsf(v)
+         : kind == OB_ACT_RELU ? fmaxf(v, 0.0f) : (v > 0.0f ? v : 0.01f * v);
+}
+__device__ static inline float ob__act_grad(float v, float da, int kind) {
+    return kind < 0 ? da : kind == OB_ACT_RELU2 ? (v > 0.0f ? 2.0f * v * da : 0.0f) : kind == OB_ACT_SIGNSQ ? 2.0f * fabsf(v) * da
+         : kind == OB_ACT_RELU ? (v > 0.0f ? da : 0.0f) : (v > 0.0f ? da : 0.01f * da);
+}
 /* ob_rmsnorm_backward: dx += rstd (dy - y mean(dy y)). */
-__global__ static void ob__k_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int C) {
+/* dx_bf non-NULL: the result goes there in bf16 (written, not added; dx unused), the operand of the
+ * next GEMM without an fp32 round trip. */
+__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y, const float *rstd, int C) {
     size_t o = (size_t)blockIdx.x * C;
     float dot = 0.0f;
     for (int i = threadIdx.x; i < C; i += blockDim.x) dot += dy[o + i] * y[o + i];
     dot = ob__block_sum(dot);
     float mean = dot / C, r = rstd[blockIdx.x];
-    for (int i = threadIdx.x; i < C; i += blockDim.x) dx[o + i] += r * (dy[o + i] - y[o + i] * mean);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float v = r * (dy[o + i] - y[o + i] * mean);
+        if (dx_bf) dx_bf[o + i] = __float2bfloat16(v);
+        else dx[o + i] += v;
+    }
 }
 /* ob_binarize_act_ref: beta = max(mean|x|, 1e-8) and the signs (+-1; 0 counts as +1) in bf16, scaled by
  * beta when `scaled` (the operand of the bf16 XNOR GEMM, rounded as the seeds' autocast rounds it) or not
@@ -371,11 +387,21 @@ __device__ static int ob__row_load(float4 (&v)[NV], const float *row, int C) {
     }
     return n4;
 }
+/* act >= 0: the row is the MLP's pre-activation h and the norm applies to act(h) (the activation and
+ * the normed projection's RMSNorm in one pass; act(h) itself is never stored). */
 template <int NV>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C) {
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C,
+                                                                              int act) {
     size_t o = (size_t)blockIdx.x * C;
     float4 v[NV];
     int n4 = ob__row_load<NV>(v, x + o, C);
+    if (act >= 0) {
+#pragma unroll
+        for (int j = 0; j < NV; j++) { /* padding lanes stay 0: act(0) = 0 for every elementwise kind */
+            v[j].x = ob__act_value(v[j].x, act); v[j].y = ob__act_value(v[j].y, act);
+            v[j].z = ob__act_value(v[j].z, act); v[j].w = ob__act_value(v[j].w, act);
+        }
+    }
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < NV; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
@@ -395,8 +421,12 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
         }
     }
 }
+/* dx_bf non-NULL: the result is written there in bf16 (dx unused). act >= 0 (with dx_bf): the
+ * forward was ob__k_rmsnorm_fwd_v with that activation, h its input: the result is d/dh, the
+ * activation's backward fused (the MLP's fc gradient in one pass from the down projection's dX). */
 template <int NV>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, const float *dy, const float *y, const float *rstd, int C) {
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y,
+                                                                              const float *rstd, int C, int act, const float *h) {
     size_t o = (size_t)blockIdx.x * C;
     float4 g[NV], w[NV];
     int n4 = ob__row_load<NV>(g, dy + o, C);
@@ -410,10 +440,22 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
     for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * OB__ROW_THREADS;
         if (i >= n4) break;
-        float4 *d = reinterpret_cast<float4 *>(dx + o) + i, a = *d;
-        a.x += r * (g[j].x - w[j].x * mean); a.y += r * (g[j].y - w[j].y * mean);
-        a.z += r * (g[j].z - w[j].z * mean); a.w += r * (g[j].w - w[j].w * mean);
-        *d = a;
+        float4 v = make_float4(r * (g[j].x - w[j].x * mean), r * (g[j].y - w[j].y * mean), r * (g[j].z - w[j].z * mean),
+                               r * (g[j].w - w[j].w * mean));
+        if (dx_bf) {
+            if (act >= 0) {
+                float4 hv = reinterpret_cast<const float4 *>(h + o)[i];
+                v = make_float4(ob__act_grad(hv.x, v.x, act), ob__act_grad(hv.y, v.y, act), ob__act_grad(hv.z, v.z, act),
+                                ob__act_grad(hv.w, v.w, act));
+            }
+            __nv_bfloat162 *db = reinterpret_cast<__nv_bfloat162 *>(dx_bf + o) + 2 * i;
+            db[0] = __floats2bfloat162_rn(v.x, v.y);
+            db[1] = __floats2bfloat162_rn(v.z, v.w);
+        } else {
+            float4 *d = reinterpret_cast<float4 *>(dx + o) + i, a = *d;
+            a.x += v.x; a.y += v.y; a.z += v.z; a.w += v.w;
+            *d = a;
+        }
     }
 }
 template <int NV>
@@ -499,8 +541,13 @@ __global__ static void ob__k_colsum_final(float *out, const float *part, int n_p
     out[c] += s;
 }
 /* ob__scaled_add_backward's elementwise part: dy = scale (.) dout. */
-__global__ static void ob__k_scale_cols(float *dy, const float *dout, const float *scale, int D, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dy[i] = scale[i % (size_t)D] * dout[i];
+/* dy = scale (.) dout, in fp32 or (dy_bf) in bf16 */
+__global__ static void ob__k_scale_cols(float *dy, __nv_bfloat16 *dy_bf, const float *dout, const float *scale, int D, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = scale[i % (size_t)D] * dout[i];
+        if (dy_bf) dy_bf[i] = __float2bfloat16(v);
+        else dy[i] = v;
+    }
 }
 /* ob__resid_mix_backward's elementwise part: dx += mix0 dout, dx0 += mix1 dout. */
 __global__ static void ob__k_resid_mix_bwd(float *dx, float *dx0, const float *dout, const float *mix, int D, size_t n) {
@@ -538,7 +585,7 @@ __global__ static void ob__k_headnorm_rope_fwd(__nv_bfloat16 *out, float *rstd, 
 }
 /* ob__headnorm_rope_backward (+ the gain): dq' (fp32, from attention) -> dx (+=, row stride in_stride);
  * dgain partials per (token, head) into gpart (summed in a fixed order later). */
-__global__ static void ob__k_headnorm_rope_bwd(float *dx, int in_stride, const float *dout, const float *in, const float *rstd,
+__global__ static void ob__k_headnorm_rope_bwd(__nv_bfloat16 *dx, int in_stride, const float *dout, const float *in, const float *rstd,
                                                const float *cosb, const float *sinb, const float *gain, float *gpart, int BT, int T,
                                                int nh, int d, int qk_norm) {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
@@ -559,12 +606,13 @@ __global__ static void ob__k_headnorm_rope_bwd(float *dx, int in_stride, const f
     dot = ob__warp_sum(dot);
     if (lane == 0 && gpart) gpart[w] = gdot;
     float mean = dot / d;
-    float *gx = dx + (size_t)bt * in_stride + (size_t)h * d;
+    /* written once per element, in bf16: the c_qkv GEMM's operand (no fp32 dqkv, no zeroing, no cast) */
+    __nv_bfloat16 *gx = dx + (size_t)bt * in_stride + (size_t)h * d;
     for (int i = lane; i < half; i += 32) {
         float x1 = x[i] * r, x2 = x[i + half] * r;
         float d1 = (go[i] * c[i] - go[i + half] * s[i]) * gs, d2 = (go[i] * s[i] + go[i + half] * c[i]) * gs;
-        if (qk_norm) { gx[i] += r * (d1 - x1 * mean); gx[i + half] += r * (d2 - x2 * mean); }
-        else { gx[i] += d1; gx[i + half] += d2; }
+        if (qk_norm) { gx[i] = __float2bfloat16(r * (d1 - x1 * mean)); gx[i + half] = __float2bfloat16(r * (d2 - x2 * mean)); }
+        else { gx[i] = __float2bfloat16(d1); gx[i + half] = __float2bfloat16(d2); }
     }
 }
 /* dgain[h] += sum over tokens of the per-(token, head) partials, in token order. */
@@ -581,10 +629,11 @@ __global__ static void ob__k_extract_v(__nv_bfloat16 *v, const float *qkv, int s
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         v[i] = __float2bfloat16(qkv[(i / width) * stride + off + i % width]);
 }
-__global__ static void ob__k_scatter_add(float *dst, int stride, int off, const float *src, int width, size_t BT) {
+/* dv into the v columns of the bf16 dqkv operand (B*T, stride) */
+__global__ static void ob__k_scatter_bf16(__nv_bfloat16 *dst, int stride, int off, const float *src, int width, size_t BT) {
     size_t n = BT * (size_t)width;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[(i / width) * stride + off + i % width] += src[i];
+        dst[(i / width) * stride + off + i % width] = __float2bfloat16(src[i]);
 }
 __global__ static void ob__k_bf16_to_f32(float *out, const __nv_bfloat16 *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = __bfloat162float(in[i]);
@@ -599,9 +648,7 @@ __global__ static void ob__k_mlp_act_fwd(float *act, const float *h, int F, int 
             act[i] = g / (1.0f + expf(-g)) * u;
             continue;
         }
-        float v = h[i];
-        act[i] = kind == OB_ACT_RELU2 ? (v > 0.0f ? v * v : 0.0f) : kind == OB_ACT_SIGNSQ ? v * fabsf(v)
-               : kind == OB_ACT_RELU ? fmaxf(v, 0.0f) : (v > 0.0f ? v : 0.01f * v);
+        act[i] = ob__act_value(h[i], kind);
     }
 }
 __global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const float *h, int F, int kind, size_t n) {
@@ -614,9 +661,7 @@ __global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const flo
             dh[r * 2 * F + j] = da * u * (s + g * s * (1.0f - s));
             continue;
         }
-        float v = h[i];
-        dh[i] = kind == OB_ACT_RELU2 ? (v > 0.0f ? 2.0f * v * da : 0.0f) : kind == OB_ACT_SIGNSQ ? 2.0f * fabsf(v) * da
-              : kind == OB_ACT_RELU ? (v > 0.0f ? da : 0.0f) : (v > 0.0f ? da : 0.01f * da);
+        dh[i] = ob__act_grad(h[i], da, kind);
     }
 }
 
@@ -1057,8 +1102,10 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
                                    const float *w_host, int M, int K, int N, int binarize_in, float *dots) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     if (!binarize_in) {
-        ob__k_to_bf16<<<OB__ELEMS((size_t)M * K)>>>(in_bf, in, (size_t)M * K);
-        OB_CUDA_LAUNCHED();
+        if (in) { /* in NULL: the producer already wrote the bf16 operand into in_bf */
+            ob__k_to_bf16<<<OB__ELEMS((size_t)M * K)>>>(in_bf, in, (size_t)M * K);
+            OB_CUDA_LAUNCHED();
+        }
         return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
     }
     int gs = g->cfg.group_size, G = K / gs, nv = ob__row_nv(K), scaled = dots == NULL;
@@ -1078,28 +1125,52 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
     return OB_OK;
 }
 /* Its backward (STE): dX = dY W_q; dW += dY^T X, X the bf16 operand of the forward (for a binarised
- * input X_b = sign(x) beta: the gradient of the product with respect to its binarised input). */
+ * input X_b = sign(x) beta: the gradient of the product with respect to its binarised input). The
+ * GEMMs read dY in bf16 from g->g_bf: cast there from dout, or (dout NULL) written there by the
+ * kernel that produced it. */
 static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *dout, const __nv_bfloat16 *in_bf, const float *w_host, int M,
                                     int K, int N) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     float *dw = ob__dev(g, w_host, g->grads);
-    ob__k_to_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf, dout, (size_t)M * N);
-    OB_CUDA_LAUNCHED();
+    if (dout) {
+        ob__k_to_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf, dout, (size_t)M * N);
+        OB_CUDA_LAUNCHED();
+    }
     OB_TRY(ob__linear_bwd_x(g, din, g->g_bf, wq, M, K, N, 0.0f));
     return ob__linear_bwd_w(g, dw, g->g_bf, in_bf, M, K, N);
 }
 
 static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int M, int C) {
     int nv = ob__row_nv(C);
-    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C, -1);
     else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const float *dy, const float *y, const float *rstd, int M, int C) {
+/* dx += the gradient (dx_bf NULL), or dx_bf = bf16(the gradient): the operand of the GEMM that
+ * consumes it, with no fp32 copy, no zeroing and no separate cast. */
+static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y, const float *rstd,
+                                       int M, int C) {
     int nv = ob__row_nv(C);
-    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dy, y, rstd, C);
-    else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dy, y, rstd, C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const float *)NULL);
+    else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dx_bf, dy, y, rstd, C);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const float *dy, const float *y, const float *rstd, int M, int C) {
+    return ob_cuda_rmsnorm_backward_to(g, dx, NULL, dy, y, rstd, M, C);
+}
+/* The MLP's elementwise activation and its normed projection's RMSNorm fused: y = rms_norm(act(h))
+ * (act(h) is never stored), and its backward straight to bf16 d/dh for the fc GEMM. Only for the
+ * elementwise kinds and rows that fit the register-held kernels (ob__cu_mlp_fused decides). */
+static int ob_cuda_act_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *h, int M, int F, int kind) {
+    OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, ob__row_nv(F), M, y, rstd, ybf, h, F, kind);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const float *dy, const float *y, const float *rstd,
+                                        const float *h, int M, int F, int kind) {
+    OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, ob__row_nv(F), M, (float *)NULL, dh_bf, dy, y, rstd, F, kind, h);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1118,10 +1189,10 @@ static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float 
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-/* dy = scale dout (overwrites), dscale += sum dout y */
+/* dy = scale dout (overwrites; dy NULL: into g->g_bf in bf16, for the branch's GEMM), dscale += sum dout y */
 static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscale, const float *dout, const float *scale, const float *y, int BT, int D) {
     OB_TRY(ob__colsum(g, dscale, dout, y, BT, D));
-    ob__k_scale_cols<<<OB__ELEMS((size_t)BT * D)>>>(dy, dout, scale, D, (size_t)BT * D);
+    ob__k_scale_cols<<<OB__ELEMS((size_t)BT * D)>>>(dy, dy ? NULL : g->g_bf, dout, scale, D, (size_t)BT * D);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -2399,6 +2470,12 @@ static const ob_block_params *ob__cu_hp(const ob_cuda_model *g, int l) { return 
 #define OB__Q(hp) ob__dev(g, (hp), g->qparams)
 #define OB__G(hp) ob__dev(g, (hp), g->grads)
 
+/* The MLP's activation and normed-projection RMSNorm run fused (ob_cuda_act_rmsnorm_forward /
+ * _backward) for the elementwise activations when the hidden row fits the register-held kernels. */
+static int ob__cu_mlp_fused(const ob_config *c) {
+    return c->normed_proj && c->activation != OB_ACT_SWIGLU && ob__row_nv(c->mlp_mult * c->model_dim) > 0;
+}
+
 static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
@@ -2421,34 +2498,34 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, NULL);
 }
 
-static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, const float *dattn_out, float *dn) {
+/* g->g_bf holds bf16(d attn_out) (ob_cuda_scaled_add_backward put it there); dn receives d n_attn. */
+static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, float *dn) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
     size_t BTD = (size_t)BT * D;
-    float *dn_y = g->blk_dn, *dy = g->dy_attn;
-    OB_TRY(ob_cuda_qlinear_backward(g, dn_y, dattn_out, A->in_proj, hp->attn_proj, BT, D, D));
-    if (c->normed_proj) {
-        OB_CUDA_CHECK(cudaMemsetAsync(dy, 0, BTD * sizeof(float), g->stream));
-        OB_TRY(ob_cuda_rmsnorm_backward(g, dy, dn_y, A->n_y, A->rstd_y, BT, D));
-    } else OB_CUDA_CHECK(cudaMemcpyAsync(dy, dn_y, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    /* attention: dy (fp32) -> bf16 for the kernel; dq, dk, dv in fp32 */
-    ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dy, BTD);
-    OB_CUDA_LAUNCHED();
+    float *dn_y = g->blk_dn;
+    OB_TRY(ob_cuda_qlinear_backward(g, dn_y, NULL, A->in_proj, hp->attn_proj, BT, D, D));
+    /* the attention output's gradient, straight to bf16 for the kernel; dq, dk, dv in fp32 */
+    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_backward_to(g, NULL, g->g_bf, dn_y, A->n_y, A->rstd_y, BT, D));
+    else {
+        ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dn_y, BTD);
+        OB_CUDA_LAUNCHED();
+    }
     OB_TRY(ob_cuda_attention_bwd(g, A, g->g_bf, g->dq, g->dk, g->dv, B, T));
-    OB_CUDA_CHECK(cudaMemsetAsync(g->dqkv, 0, (size_t)BT * nqkv * sizeof(float), g->stream));
-    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(g->dqkv, nqkv, g->dq, A->qkv, A->q_rstd, g->rope_cos,
+    /* d qkv, assembled in bf16 in g->g_bf (the attention kernel is done reading dO there) */
+    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(g->g_bf, nqkv, g->dq, A->qkv, A->q_rstd, g->rope_cos,
                                                                                           g->rope_sin, OB__Q(hp->q_gain), g->colsum, BT, T, H, d, c->qk_norm);
     OB_CUDA_LAUNCHED();
     ob__k_gain_final<<<H, 256, 0, g->stream>>>(OB__G(hp->q_gain), g->colsum, BT, H);
     OB_CUDA_LAUNCHED();
-    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * Hkv * 32, 256), 256, 0, g->stream>>>(g->dqkv + D, nqkv, g->dk, A->qkv + D, A->k_rstd,
+    ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * Hkv * 32, 256), 256, 0, g->stream>>>(g->g_bf + D, nqkv, g->dk, A->qkv + D, A->k_rstd,
                                                                                             g->rope_cos, g->rope_sin, NULL, NULL, BT, T, Hkv, d, c->qk_norm);
     OB_CUDA_LAUNCHED();
-    ob__k_scatter_add<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(g->dqkv, nqkv, D + Hkv * d, g->dv, Hkv * d, (size_t)BT);
+    ob__k_scatter_bf16<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(g->g_bf, nqkv, D + Hkv * d, g->dv, Hkv * d, (size_t)BT);
     OB_CUDA_LAUNCHED();
-    return ob_cuda_qlinear_backward(g, dn, g->dqkv, A->in_qkv, hp->c_qkv, BT, D, nqkv);
+    return ob_cuda_qlinear_backward(g, dn, NULL, A->in_qkv, hp->c_qkv, BT, D, nqkv);
 }
 
 static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
@@ -2457,18 +2534,28 @@ static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
     const ob_block_params *hp = ob__cu_hp(g, l);
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
     OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, NULL));
+    int bin_down = c->binarize_act == 1;
+    if (ob__cu_mlp_fused(c)) { /* act + norm in one pass; a float down-projection input is written in bf16 there too */
+        OB_TRY(ob_cuda_act_rmsnorm_forward(g, A->n_act, A->rstd_act, bin_down ? NULL : A->in_down, A->h, BT, F, c->activation));
+        return ob_cuda_qlinear_forward(g, A->mlp_out, bin_down ? A->n_act : NULL, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, bin_down, NULL);
+    }
     OB_TRY(ob_cuda_mlp_act_forward(g, A->act, A->h, BT, F, c->activation));
     if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_act, A->rstd_act, NULL, A->act, BT, F));
     else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_act, A->act, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, c->binarize_act == 1, NULL);
+    return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, bin_down, NULL);
 }
 
-static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, const float *dmlp_out, float *dn) {
+/* g->g_bf holds bf16(d mlp_out); dn receives d n_mlp. */
+static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, float *dn) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
-    OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, dmlp_out, A->in_down, hp->mlp_proj, BT, F, D));
+    OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, NULL, A->in_down, hp->mlp_proj, BT, F, D));
+    if (ob__cu_mlp_fused(c)) { /* norm + activation backward in one pass, d h in bf16 for the fc GEMMs */
+        OB_TRY(ob_cuda_act_rmsnorm_backward(g, g->g_bf, g->dhid, A->n_act, A->rstd_act, A->h, BT, F, c->activation));
+        return ob_cuda_qlinear_backward(g, dn, NULL, A->in_fc, hp->fc, BT, D, rows);
+    }
     if (c->normed_proj) {
         OB_CUDA_CHECK(cudaMemsetAsync(g->dact, 0, (size_t)BT * F * sizeof(float), g->stream));
         OB_TRY(ob_cuda_rmsnorm_backward(g, g->dact, g->dhid, A->n_act, A->rstd_act, BT, F));
@@ -2502,16 +2589,16 @@ static int ob__cu_block_backward(ob_cuda_model *g, int l, const float *dx_out, f
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
     size_t BTD = (size_t)BT * D;
-    float *dres = g->blk_res, *dbranch = g->blk_branch, *dn = g->dmix;
+    float *dres = g->blk_res, *dn = g->dmix; /* the branches' output gradients pass through g->g_bf (bf16) */
     if (hp->smear_gate) {
         OB_CUDA_CHECK(cudaMemsetAsync(dres, 0, BTD * sizeof(float), g->stream));
         OB_TRY(ob_cuda_smear_backward(g, dres, OB__G(hp->smear_gate), dx_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D));
     } else OB_CUDA_CHECK(cudaMemcpyAsync(dres, dx_out, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    OB_TRY(ob_cuda_scaled_add_backward(g, dbranch, OB__G(hp->mlp_scale), dres, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
-    OB_TRY(ob__cu_mlp_branch_backward(g, l, dbranch, dn));
+    OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(hp->mlp_scale), dres, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    OB_TRY(ob__cu_mlp_branch_backward(g, l, dn));
     OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_mlp, A->rstd_mlp, BT, D));
-    OB_TRY(ob_cuda_scaled_add_backward(g, dbranch, OB__G(hp->attn_scale), dres, OB__Q(hp->attn_scale), A->attn_out, BT, D));
-    OB_TRY(ob__cu_attn_branch_backward(g, l, dbranch, dn));
+    OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(hp->attn_scale), dres, OB__Q(hp->attn_scale), A->attn_out, BT, D));
+    OB_TRY(ob__cu_attn_branch_backward(g, l, dn));
     OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_attn, A->rstd_attn, BT, D));
     return ob_cuda_resid_mix_backward(g, dx_in, dx0, OB__G(hp->resid_mix), dres, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D);
 }
@@ -2574,7 +2661,8 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
             A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = F32(BT * nqkv);
             A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.y = F32(BT * D); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
             A.attn_out = F32(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = F32(BT * rows);
-            A.act = F32(BT * F); A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = F32(BT * D); A.x_mlp = F32(BT * D);
+            A.act = ob__cu_mlp_fused(c) ? NULL : F32(BT * F); /* act(h) is not stored when fused */
+            A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = F32(BT * D); A.x_mlp = F32(BT * D);
             A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
             A.attn_delta = c->attn_res == 1 ? F32(BT * D) : NULL; A.mlp_delta = c->attn_res == 1 ? F32(BT * D) : NULL;
             A.beta_qkv = F32(BT); A.beta_proj = F32(BT); A.beta_fc = F32(BT); A.beta_down = F32(BT);
@@ -2608,14 +2696,14 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
         /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
     } else {
-        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dxf, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->blk_branch, &g->blk_dn, &g->dy_attn, &g->dq};
+        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dxf, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->blk_dn, &g->dq};
         for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
         float *p;
-        p = F32(BT * nqkv); if (base) g->dqkv = p;
         p = F32(BT * Hkv * d); if (base) g->dk = p;
         p = F32(BT * Hkv * d); if (base) g->dv = p;
-        p = F32(BT * rows); if (base) g->dh = p;
-        p = F32(BT * F); if (base) g->dact = p;
+        int fused = ob__cu_mlp_fused(c); /* the fused MLP backward needs neither */
+        p = fused ? NULL : F32(BT * rows); if (base) g->dh = p;
+        p = fused ? NULL : F32(BT * F); if (base) g->dact = p;
         p = F32(BT * F); if (base) g->dhid = p;
         p = F32((size_t)n_skip * BT * D); if (base) g->dskip = p;
         p = F32((size_t)ns * BT * D); if (base) g->dS = p;
@@ -2965,7 +3053,7 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 OB_TRY(ob__cu_ar_attend_backward(g, l, l, l + 1, din));
             }
         } else {
-            float *dmo = g->dmo, *dbr = g->blk_branch, *dnb = g->blk_dn;
+            float *dmo = g->dmo, *dnb = g->blk_dn; /* the branches' output gradients go to g->g_bf */
             const ob_block_params *plast = ob__cu_hp(g, le - 1);
             OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
             if (plast->smear_gate) {
@@ -2978,13 +3066,13 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 ob_cuda_layer_acts *A = &g->L[l];
                 const ob_block_params *bp = ob__cu_hp(g, l);
                 OB_TRY(ob__cu_ar_finish(g, 2 * l + 2));
-                OB_TRY(ob_cuda_scaled_add_backward(g, dbr, OB__G(bp->mlp_scale), g->dS + (size_t)(2 * l + 2) * BTD, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
-                OB_TRY(ob__cu_mlp_branch_backward(g, l, dbr, dnb));
+                OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(bp->mlp_scale), g->dS + (size_t)(2 * l + 2) * BTD, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
+                OB_TRY(ob__cu_mlp_branch_backward(g, l, dnb));
                 OB_TRY(ob_cuda_rmsnorm_backward(g, dmo, dnb, A->n_mlp, A->rstd_mlp, BT, D));
                 OB_TRY(ob__cu_ar_attend_backward(g, 2 * l + 1, 2 * l + 1, 2 * l + 2, dmo));
                 OB_TRY(ob__cu_ar_finish(g, 2 * l + 1));
-                OB_TRY(ob_cuda_scaled_add_backward(g, dbr, OB__G(bp->attn_scale), g->dS + (size_t)(2 * l + 1) * BTD, OB__Q(bp->attn_scale), A->attn_out, BT, D));
-                OB_TRY(ob__cu_attn_branch_backward(g, l, dbr, dnb));
+                OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(bp->attn_scale), g->dS + (size_t)(2 * l + 1) * BTD, OB__Q(bp->attn_scale), A->attn_out, BT, D));
+                OB_TRY(ob__cu_attn_branch_backward(g, l, dnb));
                 float *dmix = g->dmix;
                 OB_CUDA_CHECK(cudaMemsetAsync(dmix, 0, BTD * sizeof(float), g->stream));
                 OB_TRY(ob_cuda_rmsnorm_backward(g, dmix, dnb, A->n_attn, A->rstd_attn, BT, D));
