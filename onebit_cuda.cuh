@@ -540,22 +540,42 @@ __global__ static void ob__k_colsum_final(float *out, const float *part, int n_p
     for (int p = 0; p < n_part; p++) s += part[(size_t)p * D + c];
     out[c] += s;
 }
-/* ob__scaled_add_backward's elementwise part: dy = scale (.) dout. */
-/* dy = scale (.) dout, in fp32 or (dy_bf) in bf16 */
-__global__ static void ob__k_scale_cols(float *dy, __nv_bfloat16 *dy_bf, const float *dout, const float *scale, int D, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = scale[i % (size_t)D] * dout[i];
-        if (dy_bf) dy_bf[i] = __float2bfloat16(v);
-        else dy[i] = v;
+/* The column sums fused with the elementwise backward that reads the same rows (one pass over dout
+ * instead of two or three), same blocks and summation order as ob__k_colsum_partial, so the sums are
+ * the same bits. ob__scaled_add_backward: part = dout (.) y; dy = scale (.) dout in fp32 or bf16. */
+__global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv_bfloat16 *dy_bf, const float *dout, const float *y,
+                                                    const float *scale, int rows, int D, int rows_per_block) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= D) return;
+    int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
+    float s = 0.0f, sc = scale[c];
+    for (int r = r0; r < r1; r++) {
+        size_t i = (size_t)r * D + c;
+        float g = dout[i];
+        s += g * y[i];
+        if (dy_bf) dy_bf[i] = __float2bfloat16(sc * g);
+        else dy[i] = sc * g;
     }
+    part[(size_t)blockIdx.y * D + c] = s;
 }
-/* ob__resid_mix_backward's elementwise part: dx += mix0 dout, dx0 += mix1 dout. */
-__global__ static void ob__k_resid_mix_bwd(float *dx, float *dx0, const float *dout, const float *mix, int D, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        int c = (int)(i % (size_t)D);
-        dx[i] += mix[c] * dout[i];
-        dx0[i] += mix[D + c] * dout[i];
+/* ob__resid_mix_backward: part rows [0, parts) = dout (.) x, [parts, 2 parts) = dout (.) x0;
+ * dx += mix0 dout, dx0 += mix1 dout. */
+__global__ static void ob__k_resid_mix_bwd_partial(float *part, float *dx, float *dx0, const float *dout, const float *x, const float *x0,
+                                                   const float *mix, int rows, int D, int rows_per_block) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= D) return;
+    int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
+    float s0 = 0.0f, s1 = 0.0f, m0 = mix[c], m1 = mix[D + c];
+    for (int r = r0; r < r1; r++) {
+        size_t i = (size_t)r * D + c;
+        float g = dout[i];
+        s0 += g * x[i];
+        s1 += g * x0[i];
+        dx[i] += m0 * g;
+        dx0[i] += m1 * g;
     }
+    part[(size_t)blockIdx.y * D + c] = s0;
+    part[(size_t)(gridDim.y + blockIdx.y) * D + c] = s1;
 }
 __global__ static void ob__k_add(float *a, const float *b, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) a[i] += b[i];
@@ -1191,8 +1211,10 @@ static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float 
 }
 /* dy = scale dout (overwrites; dy NULL: into g->g_bf in bf16, for the branch's GEMM), dscale += sum dout y */
 static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscale, const float *dout, const float *scale, const float *y, int BT, int D) {
-    OB_TRY(ob__colsum(g, dscale, dout, y, BT, D));
-    ob__k_scale_cols<<<OB__ELEMS((size_t)BT * D)>>>(dy, dy ? NULL : g->g_bf, dout, scale, D, (size_t)BT * D);
+    int rpb = OB__COLSUM_ROWS, parts = (BT + rpb - 1) / rpb;
+    ob__k_scaled_add_bwd_partial<<<dim3((D + 127) / 128, parts), 128, 0, g->stream>>>(g->colsum, dy, dy ? NULL : g->g_bf, dout, y, scale, BT, D, rpb);
+    OB_CUDA_LAUNCHED();
+    ob__k_colsum_final<<<(D + 127) / 128, 128, 0, g->stream>>>(dscale, g->colsum, parts, D);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1203,9 +1225,12 @@ static int ob_cuda_resid_mix_forward(ob_cuda_model *g, float *out, const float *
 }
 static int ob_cuda_resid_mix_backward(ob_cuda_model *g, float *dx, float *dx0, float *dmix, const float *dout, const float *x, const float *x0,
                                       const float *mix, int BT, int D) {
-    OB_TRY(ob__colsum(g, dmix, dout, x, BT, D));
-    OB_TRY(ob__colsum(g, dmix + D, dout, x0, BT, D));
-    ob__k_resid_mix_bwd<<<OB__ELEMS((size_t)BT * D)>>>(dx, dx0, dout, mix, D, (size_t)BT * D);
+    int rpb = OB__COLSUM_ROWS, parts = (BT + rpb - 1) / rpb;
+    ob__k_resid_mix_bwd_partial<<<dim3((D + 127) / 128, parts), 128, 0, g->stream>>>(g->colsum, dx, dx0, dout, x, x0, mix, BT, D, rpb);
+    OB_CUDA_LAUNCHED();
+    ob__k_colsum_final<<<(D + 127) / 128, 128, 0, g->stream>>>(dmix, g->colsum, parts, D);
+    OB_CUDA_LAUNCHED();
+    ob__k_colsum_final<<<(D + 127) / 128, 128, 0, g->stream>>>(dmix + D, g->colsum + (size_t)parts * D, parts, D);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -2711,7 +2736,7 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         p = F32(BT * V); if (base) g->dlogits = p;
         p = F32(BT * e); if (base) g->dhead = p;
         p = F32(BT * e); if (base) g->demb = p;
-        size_t widest_col = F > D ? F : D;
+        size_t widest_col = F > 2 * D ? F : 2 * D; /* 2 D: the residual mix's two sums */
         if (c->vocab_bias && V > widest_col) widest_col = V; /* the vocabulary bias's column sum */
         size_t cs = (BT + OB__COLSUM_ROWS - 1) / OB__COLSUM_ROWS * widest_col;
         if ((size_t)B * D > cs) cs = (size_t)B * D;
