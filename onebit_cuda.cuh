@@ -78,6 +78,8 @@ typedef struct ob_cuda_model {
     size_t attn_ws_bytes;
     float temperature;
     int quantized;
+    int round_gemm_bf16;             /* ONEBIT_ROUND_GEMM_BF16=1 (an experiment, off by default): every GEMM's fp32 output
+                                        rounded to bf16, as the seeds' autocast keeps the products */
     float loss;                      /* of the last forward (host copy, when synced) */
     /* data-parallel: called during the backward as soon as block b's gradient is final (after its
      * last use, the backward's pass over layer b), so its all-reduce overlaps the rest; NULL alone */
@@ -1102,13 +1104,26 @@ static int ob__gemm_rm_at(const char *fn, int line, ob_cuda_model *g, int opA, i
     ob__prof_mark(fn, line, m, n, k * (batch > 1 ? batch : 1));
     return OB_OK;
 }
+/* the ONEBIT_ROUND_GEMM_BF16 experiment: y <- bf16(y) in place */
+__global__ static void ob__k_round_bf16(float *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __bfloat162float(__float2bfloat16(y[i]));
+}
+static int ob__maybe_round_bf16(ob_cuda_model *g, float *y, size_t n) {
+    if (!g->round_gemm_bf16) return OB_OK;
+    ob__k_round_bf16<<<OB__ELEMS(n)>>>(y, n);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
 /* Y (M, N) fp32 = X (M, K) W (N, K)^T, bf16 operands */
 static int ob__linear_fwd(ob_cuda_model *g, float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *W, int M, int K, int N) {
-    return ob__gemm_rm(g, 1, 0, N, M, K, W, K, X, K, Y, CUDA_R_32F, N, 1.0f, 0.0f, 1, 0, 0, 0);
+    OB_TRY(ob__gemm_rm(g, 1, 0, N, M, K, W, K, X, K, Y, CUDA_R_32F, N, 1.0f, 0.0f, 1, 0, 0, 0));
+    return ob__maybe_round_bf16(g, Y, (size_t)M * N);
 }
 /* dX (M, K) (+)= dY (M, N) W (N, K) */
 static int ob__linear_bwd_x(ob_cuda_model *g, float *dX, const __nv_bfloat16 *dY, const __nv_bfloat16 *W, int M, int K, int N, float beta) {
-    return ob__gemm_rm(g, 0, 0, K, M, N, W, K, dY, N, dX, CUDA_R_32F, K, 1.0f, beta, 1, 0, 0, 0);
+    OB_TRY(ob__gemm_rm(g, 0, 0, K, M, N, W, K, dY, N, dX, CUDA_R_32F, K, 1.0f, beta, 1, 0, 0, 0));
+    return ob__maybe_round_bf16(g, dX, (size_t)M * K);
 }
 /* dW (N, K) += dY (M, N)^T X (M, K) */
 static int ob__linear_bwd_w(ob_cuda_model *g, float *dW, const __nv_bfloat16 *dY, const __nv_bfloat16 *X, int M, int K, int N) {
@@ -2807,6 +2822,8 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
 
 OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     memset(g, 0, sizeof *g);
+    const char *rb = getenv("ONEBIT_ROUND_GEMM_BF16");
+    g->round_gemm_bf16 = rb && !strcmp(rb, "1");
     g->cfg = host->cfg;
     g->layout = host;
     g->n_params = host->n_params;
