@@ -45,6 +45,15 @@ static float *to_host(const float *dev, size_t n) {
     if (cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
     return h;
 }
+/* a device bf16 array as host floats (malloc'd) */
+static float *bf16_to_host(const __nv_bfloat16 *dev, size_t n) {
+    __nv_bfloat16 *raw = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
+    float *h = (float *)malloc(n * sizeof(float));
+    if (cudaMemcpy(raw, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
+    for (size_t i = 0; i < n; i++) h[i] = __bfloat162float(raw[i]);
+    free(raw);
+    return h;
+}
 static float *to_dev(const float *h, size_t n) {
     float *d = NULL;
     if (cudaMalloc((void **)&d, n * sizeof(float)) != cudaSuccess || cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
@@ -142,29 +151,25 @@ static void test_kernels(void) {
             int e2 = cudaMalloc(&ybf, nf * 2) || cudaMalloc(&dbf, nf * 2) ? OB_ERR_CUDA : OB_OK;
             if (!e2) e2 = ob_cuda_act_rmsnorm_forward(&g, yg2, rsg2, ybf, hg, M, F, kinds[k]);
             cudaDeviceSynchronize();
-            float *yo = to_host(yg2, nf), *yb = (float *)malloc(nf * 4), *db = (float *)malloc(nf * 4);
-            uint16_t *raw = (uint16_t *)malloc(nf * 2);
-            cudaMemcpy(raw, ybf, nf * 2, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < nf; i++) { uint32_t u = (uint32_t)raw[i] << 16; memcpy(&yb[i], &u, 4); }
+            float *yo = to_host(yg2, nf), *yb = bf16_to_host(ybf, nf);
             /* the backward from the CPU's forward values, so the comparison is of the backward alone */
             cudaMemcpy(yg2, yn, nf * 4, cudaMemcpyHostToDevice);
             cudaMemcpy(rsg2, rsn, M * 4, cudaMemcpyHostToDevice);
             if (!e2) e2 = ob_cuda_act_rmsnorm_backward(&g, dbf, dyg2, yg2, rsg2, hg, M, F, kinds[k]);
             cudaDeviceSynchronize();
-            cudaMemcpy(raw, dbf, nf * 2, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < nf; i++) { uint32_t u = (uint32_t)raw[i] << 16; memcpy(&db[i], &u, 4); }
+            float *db = bf16_to_host(dbf, nf);
             double ry = rel_l2(yo, yn, nf), rb = rel_l2(yb, yn, nf), rd = rel_l2(db, dh, nf);
             TU_CHECK(!e2 && ry <= BOUND_KERNEL && rb <= 4e-3 && rd <= 4e-3, k == 0 ? "kernel/act_rmsnorm_signsq" : "kernel/act_rmsnorm_relu2",
                      "forward rel %.2e (bound %.0e), its bf16 copy %.2e, backward to bf16 d/dh %.2e (bound 4e-3)", ry, BOUND_KERNEL, rb, rd);
             if (k == 0) { /* the plain RMSNorm backward to bf16, same data */
                 if (!e2) e2 = ob_cuda_rmsnorm_backward_to(&g, NULL, dbf, dyg2, yg2, rsg2, M, F);
                 cudaDeviceSynchronize();
-                cudaMemcpy(raw, dbf, nf * 2, cudaMemcpyDeviceToHost);
-                for (size_t i = 0; i < nf; i++) { uint32_t u = (uint32_t)raw[i] << 16; memcpy(&db[i], &u, 4); }
-                double rr = rel_l2(db, dact, nf);
+                float *db2 = bf16_to_host(dbf, nf);
+                double rr = rel_l2(db2, dact, nf);
+                free(db2);
                 TU_CHECK(!e2 && rr <= 4e-3, "kernel/rmsnorm_bwd_bf16", "backward written to bf16: rel %.2e (bound 4e-3)", rr);
             }
-            free(yo); free(yb); free(db); free(raw);
+            free(yo); free(yb); free(db);
             cudaFree(hg); cudaFree(dyg2); cudaFree(yg2); cudaFree(rsg2); cudaFree(ybf); cudaFree(dbf);
         }
         free(h); free(act); free(yn); free(rsn); free(dyn); free(dact); free(dh);
@@ -363,11 +368,7 @@ static void download_signs(sign_ctx *s, const ob_cuda_model *g, int B, int T) {
         for (int site = 0; site < 4; site++) {
             if (!c->binarize_act || (site == 3 && c->binarize_act != 1)) continue;
             size_t n = BT * width[site];
-            __nv_bfloat16 *tmp = (__nv_bfloat16 *)malloc(n * 2);
-            cudaMemcpy(tmp, src[site], n * 2, cudaMemcpyDeviceToHost);
-            s->sign[l][site] = (float *)malloc(n * 4);
-            for (size_t i = 0; i < n; i++) s->sign[l][site][i] = __bfloat162float(tmp[i]);
-            free(tmp);
+            s->sign[l][site] = bf16_to_host(src[site], n);
         }
     }
 }
