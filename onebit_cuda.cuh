@@ -4070,6 +4070,9 @@ static int ob__cb_next_logits(void *ctx, const int32_t *x, int T, float *logits)
     ob_cuda_model *g = &cb->g;
     int V = g->cfg.vocab_size;
     g->temperature = 1.0f;
+    /* sized once for the longest context, so the growing T of a generation re-lays the buffers out
+     * instead of reallocating them at every token */
+    if (T < g->cfg.train_seq_len) OB_TRY(ob_cuda_model_prepare(g, 1, g->cfg.train_seq_len));
     OB_TRY(ob_cuda_model_prepare(g, 1, T));
     OB_TRY(ob_cuda_model_set_batch(g, x, NULL, T));
     OB_TRY(ob_cuda_model_forward(g, 1, T, 0));
