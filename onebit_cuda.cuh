@@ -38,8 +38,9 @@
  * The GPU model and trainer
  * ---------------------------------------------------------------------------------------------- */
 typedef struct ob_cuda_layer_acts {  /* device pointers; shapes as ob_layer_acts */
-    float *x_in, *x_mix, *n_attn, *rstd_attn, *qkv, *q_rstd, *k_rstd, *y, *n_y, *rstd_y, *attn_out, *x_attn;
-    float *n_mlp, *rstd_mlp, *h, *act, *n_act, *rstd_act, *mlp_out, *x_mlp, *x_out, *attn_delta, *mlp_delta;
+    float *x_in, *x_mix, *n_attn, *rstd_attn, *q_rstd, *k_rstd, *y, *n_y, *rstd_y, *x_attn;
+    float *n_mlp, *rstd_mlp, *act, *n_act, *rstd_act, *x_mlp, *x_out, *attn_delta, *mlp_delta;
+    __nv_bfloat16 *qkv, *attn_out, *h, *mlp_out;           /* the block's GEMM outputs, in bf16 as the seeds' autocast keeps them */
     float *beta_qkv, *beta_proj, *beta_fc, *beta_down;     /* (BT) token scales of binarised inputs */
     __nv_bfloat16 *in_qkv, *in_proj, *in_fc, *in_down;      /* GEMM inputs: signs (+-1) or bf16 values */
     __nv_bfloat16 *q, *k, *v, *o;                           /* attention operands (BT, H|Hkv, d) */
@@ -61,16 +62,17 @@ typedef struct ob_cuda_model {
     void *act_mem;
     size_t act_bytes, act_cap, grad_cap;
     ob_cuda_layer_acts *L;           /* host array of device pointer sets, one per effective layer */
-    float *emb, *emb_proj, *x0, *x0_rstd, *skip_in, *ar_norm, *ar_rstd, *ar_out, *ar_w, *xf, *xf_rstd, *head_in;
+    float *emb, *x0, *x0_rstd, *skip_in, *ar_norm, *ar_rstd, *ar_out, *ar_w, *xf, *xf_rstd;
     float **ar_store;                /* host array of device pointers */
     float *logits, *lse, *ce, *loss_parts;
-    __nv_bfloat16 *emb_bf, *xf_bf, *head_in_bf;
+    __nv_bfloat16 *emb_bf, *emb_proj, *xf_bf, *head_in_bf; /* emb_proj, head_in_bf: GEMM outputs */
     int32_t *inputs, *targets;       /* (BT) on the device */
     float *x_final;                  /* points into another buffer */
     /* backward scratch */
     void *grad_mem;
-    float *dres, *dnext, *dx0, *dxf, *dmo, *dmix, *dsm, *blk_res, *blk_dn, *dq, *dk, *dv;
-    float *dh, *dact, *dhid, *dskip, *dS, *dSn, *dlogits, *dhead, *demb, *colsum, *ar_qpart, *ar_kpart;
+    float *dres, *dnext, *dx0, *dmo, *dmix, *dsm, *blk_res, *dq, *dk, *dv;
+    float *dh, *dact, *dskip, *dS, *dSn, *dlogits, *colsum, *ar_qpart, *ar_kpart;
+    __nv_bfloat16 *dxf, *blk_dn, *dhid, *demb;  /* the GEMMs' dX outputs, in bf16 as the seeds' autograd keeps them */
     float **ar_tab, **dS_tab;        /* device arrays of the AttnRes stored tensors and their gradients */
     int *id_counts, *id_offsets, *id_list; /* the embedding backward's grouping by token id */
     __nv_bfloat16 *g_bf, *g_bf2;     /* bf16 copies of gradients for the GEMMs */
@@ -78,8 +80,6 @@ typedef struct ob_cuda_model {
     size_t attn_ws_bytes;
     float temperature;
     int quantized;
-    int round_gemm_bf16;             /* ONEBIT_ROUND_GEMM_BF16=1 (an experiment, off by default): every GEMM's fp32 output
-                                        rounded to bf16, as the seeds' autocast keeps the products */
     float loss;                      /* of the last forward (host copy, when synced) */
     /* data-parallel: called during the backward as soon as block b's gradient is final (after its
      * last use, the backward's pass over layer b), so its all-reduce overlaps the rest; NULL alone */
@@ -322,17 +322,24 @@ __device__ static float ob__block_max(float v) {
     return ob__warp_max(t);
 }
 
+/* Activations are fp32 (the residual stream, norms) or bf16 (the GEMMs' outputs, as the seeds'
+ * autocast leaves them); kernels that read either are templates over these loads, math in fp32. */
+__device__ static inline float ob__ldf(const float *p, size_t i) { return p[i]; }
+__device__ static inline float ob__ldf(const __nv_bfloat16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ static inline float ob__bf16r(float v) { return __bfloat162float(__float2bfloat16(v)); } /* v rounded to bf16 */
+
 /* ob_rmsnorm_forward: one block per row; writes y (fp32), rstd, and optionally a bf16 copy of y. */
-__global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C) {
-    const float *xr = x + (size_t)blockIdx.x * C;
+template <typename TX>
+__global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C) {
+    const TX *xr = x + (size_t)blockIdx.x * C;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) ss += ob__ldf(xr, i) * ob__ldf(xr, i);
     ss = ob__block_sum(ss);
     float r = rsqrtf(ss / C + 1.1920928955078125e-07f);
     if (threadIdx.x == 0 && rstd) rstd[blockIdx.x] = r;
     float *yr = y + (size_t)blockIdx.x * C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        float v = xr[i] * r;
+        float v = ob__ldf(xr, i) * r;
         yr[i] = v;
         if (ybf) ybf[(size_t)blockIdx.x * C + i] = __float2bfloat16(v);
     }
@@ -350,14 +357,15 @@ __device__ static inline float ob__act_grad(float v, float da, int kind) {
 /* ob_rmsnorm_backward: dx += rstd (dy - y mean(dy y)). */
 /* dx_bf non-NULL: the result goes there in bf16 (written, not added; dx unused), the operand of the
  * next GEMM without an fp32 round trip. */
-__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y, const float *rstd, int C) {
+template <typename TDY>
+__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd, int C) {
     size_t o = (size_t)blockIdx.x * C;
     float dot = 0.0f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += dy[o + i] * y[o + i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += ob__ldf(dy, o + i) * y[o + i];
     dot = ob__block_sum(dot);
     float mean = dot / C, r = rstd[blockIdx.x];
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        float v = r * (dy[o + i] - y[o + i] * mean);
+        float v = r * (ob__ldf(dy, o + i) - y[o + i] * mean);
         if (dx_bf) dx_bf[o + i] = __float2bfloat16(v);
         else dx[o + i] += v;
     }
@@ -389,10 +397,27 @@ __device__ static int ob__row_load(float4 (&v)[NV], const float *row, int C) {
     }
     return n4;
 }
+/* the same from a bf16 row: 4 values (8 bytes) per float4 */
+template <int NV>
+__device__ static int ob__row_load(float4 (&v)[NV], const __nv_bfloat16 *row, int C) {
+    int n4 = C >> 2;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (i < n4) {
+            uint2 u = reinterpret_cast<const uint2 *>(row)[i];
+            float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+            float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+            v[j] = make_float4(a.x, a.y, b.x, b.y);
+        }
+    }
+    return n4;
+}
 /* act >= 0: the row is the MLP's pre-activation h and the norm applies to act(h) (the activation and
  * the normed projection's RMSNorm in one pass; act(h) itself is never stored). */
-template <int NV>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int C,
+template <int NV, typename TX>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C,
                                                                               int act) {
     size_t o = (size_t)blockIdx.x * C;
     float4 v[NV];
@@ -426,13 +451,14 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
 /* dx_bf non-NULL: the result is written there in bf16 (dx unused). act >= 0 (with dx_bf): the
  * forward was ob__k_rmsnorm_fwd_v with that activation, h its input: the result is d/dh, the
  * activation's backward fused (the MLP's fc gradient in one pass from the down projection's dX). */
-template <int NV>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y,
-                                                                              const float *rstd, int C, int act, const float *h) {
+template <int NV, typename TDY>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y,
+                                                                              const float *rstd, int C, int act, const __nv_bfloat16 *h) {
     size_t o = (size_t)blockIdx.x * C;
-    float4 g[NV], w[NV];
+    float4 g[NV], w[NV], hv[NV];
     int n4 = ob__row_load<NV>(g, dy + o, C);
     ob__row_load<NV>(w, y + o, C);
+    if (act >= 0) ob__row_load<NV>(hv, h + o, C);
     float dot = 0.0f;
 #pragma unroll
     for (int j = 0; j < NV; j++) dot += g[j].x * w[j].x + g[j].y * w[j].y + g[j].z * w[j].z + g[j].w * w[j].w;
@@ -445,11 +471,9 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
         float4 v = make_float4(r * (g[j].x - w[j].x * mean), r * (g[j].y - w[j].y * mean), r * (g[j].z - w[j].z * mean),
                                r * (g[j].w - w[j].w * mean));
         if (dx_bf) {
-            if (act >= 0) {
-                float4 hv = reinterpret_cast<const float4 *>(h + o)[i];
-                v = make_float4(ob__act_grad(hv.x, v.x, act), ob__act_grad(hv.y, v.y, act), ob__act_grad(hv.z, v.z, act),
-                                ob__act_grad(hv.w, v.w, act));
-            }
+            if (act >= 0)
+                v = make_float4(ob__act_grad(hv[j].x, v.x, act), ob__act_grad(hv[j].y, v.y, act), ob__act_grad(hv[j].z, v.z, act),
+                                ob__act_grad(hv[j].w, v.w, act));
             __nv_bfloat162 *db = reinterpret_cast<__nv_bfloat162 *>(dx_bf + o) + 2 * i;
             db[0] = __floats2bfloat162_rn(v.x, v.y);
             db[1] = __floats2bfloat162_rn(v.z, v.w);
@@ -499,13 +523,14 @@ __global__ static void ob__k_to_bf16(__nv_bfloat16 *out, const float *in, size_t
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) out[i] = __float2bfloat16(in[i]);
 }
 /* The XNOR product's epilogue: y[m, n] = beta_m sum_g alpha[n, g] dot_g[m, n], from G group dots. */
-__global__ static void ob__k_xnor_combine(float *y, const float *dots, const float *alpha, const float *beta, int M, int N, int G) {
+template <typename TO>
+__global__ static void ob__k_xnor_combine(TO *y, const float *dots, const float *alpha, const float *beta, int M, int N, int G) {
     size_t MN = (size_t)M * N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x) {
         int n = (int)(i % (size_t)N), m = (int)(i / (size_t)N);
         float acc = 0.0f;
         for (int g = 0; g < G; g++) acc += alpha[(size_t)n * G + g] * dots[(size_t)g * MN + i];
-        y[i] = beta[m] * acc;
+        y[i] = (TO)(beta[m] * acc);
     }
 }
 /* ob_binarize_weights_ref / ob_ternarize_weights_ref on the device (one block per group) are not
@@ -518,10 +543,11 @@ __global__ static void ob__k_resid_mix_fwd(float *out, const float *x, const flo
         out[i] = mix[c] * x[i] + mix[D + c] * x0[i];
     }
 }
-/* ob__scaled_add_forward: out = x + scale (.) y (x may be NULL). */
-__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const float *y, int D, size_t n) {
+/* ob__scaled_add_forward: out = x + scale (.) y (x may be NULL; y a branch's bf16 output or fp32). */
+template <typename TY>
+__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const TY *y, int D, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * y[i];
+        out[i] = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * ob__ldf(y, i);
 }
 /* Column sums of a (rows, D) product a (.) b in a fixed order (deterministic): partials per block of
  * OB__COLSUM_ROWS rows (enough blocks to keep the loads in flight), then a second kernel. Used for the
@@ -545,7 +571,8 @@ __global__ static void ob__k_colsum_final(float *out, const float *part, int n_p
 /* The column sums fused with the elementwise backward that reads the same rows (one pass over dout
  * instead of two or three), same blocks and summation order as ob__k_colsum_partial, so the sums are
  * the same bits. ob__scaled_add_backward: part = dout (.) y; dy = scale (.) dout in fp32 or bf16. */
-__global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv_bfloat16 *dy_bf, const float *dout, const float *y,
+template <typename TY>
+__global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv_bfloat16 *dy_bf, const float *dout, const TY *y,
                                                     const float *scale, int rows, int D, int rows_per_block) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= D) return;
@@ -554,7 +581,7 @@ __global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv
     for (int r = r0; r < r1; r++) {
         size_t i = (size_t)r * D + c;
         float g = dout[i];
-        s += g * y[i];
+        s += g * ob__ldf(y, i);
         if (dy_bf) dy_bf[i] = __float2bfloat16(sc * g);
         else dy[i] = sc * g;
     }
@@ -585,14 +612,14 @@ __global__ static void ob__k_add(float *a, const float *b, size_t n) {
 
 /* ob__headnorm_rope_forward + q_gain + the bf16 attention operands: one warp per (token, head).
  * q heads get the gain (score = gain q.k / sqrt(d) becomes a plain softmax of q'.k / sqrt(d)). */
-__global__ static void ob__k_headnorm_rope_fwd(__nv_bfloat16 *out, float *rstd, const float *in, int in_stride, const float *cosb,
+__global__ static void ob__k_headnorm_rope_fwd(__nv_bfloat16 *out, float *rstd, const __nv_bfloat16 *in, int in_stride, const float *cosb,
                                                const float *sinb, const float *gain, int BT, int T, int nh, int d, int qk_norm) {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (w >= BT * nh) return;
     int bt = w / nh, h = w % nh, half = d / 2, pos = bt % T;
-    const float *x = in + (size_t)bt * in_stride + (size_t)h * d;
+    const __nv_bfloat16 *x = in + (size_t)bt * in_stride + (size_t)h * d;
     float ss = 0.0f;
-    for (int i = lane; i < d; i += 32) ss += x[i] * x[i];
+    for (int i = lane; i < d; i += 32) ss += ob__ldf(x, i) * ob__ldf(x, i);
     ss = ob__warp_sum(ss);
     float r = qk_norm ? rsqrtf(ss / d + 1.1920928955078125e-07f) : 1.0f;
     if (lane == 0) rstd[w] = r;
@@ -600,25 +627,26 @@ __global__ static void ob__k_headnorm_rope_fwd(__nv_bfloat16 *out, float *rstd, 
     const float *c = cosb + (size_t)pos * half, *s = sinb + (size_t)pos * half;
     __nv_bfloat16 *o = out + (size_t)w * d;
     for (int i = lane; i < half; i += 32) {
-        float x1 = x[i] * r, x2 = x[i + half] * r;
+        float x1 = ob__ldf(x, i) * r, x2 = ob__ldf(x, i + half) * r;
         o[i] = __float2bfloat16((x1 * c[i] + x2 * s[i]) * gs);
         o[i + half] = __float2bfloat16((-x1 * s[i] + x2 * c[i]) * gs);
     }
 }
 /* ob__headnorm_rope_backward (+ the gain): dq' (fp32, from attention) -> dx (+=, row stride in_stride);
  * dgain partials per (token, head) into gpart (summed in a fixed order later). */
-__global__ static void ob__k_headnorm_rope_bwd(__nv_bfloat16 *dx, int in_stride, const float *dout, const float *in, const float *rstd,
+__global__ static void ob__k_headnorm_rope_bwd(__nv_bfloat16 *dx, int in_stride, const float *dout, const __nv_bfloat16 *in, const float *rstd,
                                                const float *cosb, const float *sinb, const float *gain, float *gpart, int BT, int T,
                                                int nh, int d, int qk_norm) {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (w >= BT * nh) return;
     int bt = w / nh, h = w % nh, half = d / 2, pos = bt % T;
-    const float *x = in + (size_t)bt * in_stride + (size_t)h * d, *go = dout + (size_t)w * d;
+    const __nv_bfloat16 *x = in + (size_t)bt * in_stride + (size_t)h * d;
+    const float *go = dout + (size_t)w * d;
     const float *c = cosb + (size_t)pos * half, *s = sinb + (size_t)pos * half;
     float r = rstd[w], gs = gain ? gain[h] : 1.0f, gdot = 0.0f, dot = 0.0f;
     /* two passes over the pairs: first the rotated value (for dgain) and dn . n */
     for (int i = lane; i < half; i += 32) {
-        float x1 = x[i] * r, x2 = x[i + half] * r;
+        float x1 = ob__ldf(x, i) * r, x2 = ob__ldf(x, i + half) * r;
         float o1 = x1 * c[i] + x2 * s[i], o2 = -x1 * s[i] + x2 * c[i];
         gdot += go[i] * o1 + go[i + half] * o2;
         float d1 = (go[i] * c[i] - go[i + half] * s[i]) * gs, d2 = (go[i] * s[i] + go[i + half] * c[i]) * gs;
@@ -631,7 +659,7 @@ __global__ static void ob__k_headnorm_rope_bwd(__nv_bfloat16 *dx, int in_stride,
     /* written once per element, in bf16: the c_qkv GEMM's operand (no fp32 dqkv, no zeroing, no cast) */
     __nv_bfloat16 *gx = dx + (size_t)bt * in_stride + (size_t)h * d;
     for (int i = lane; i < half; i += 32) {
-        float x1 = x[i] * r, x2 = x[i + half] * r;
+        float x1 = ob__ldf(x, i) * r, x2 = ob__ldf(x, i + half) * r;
         float d1 = (go[i] * c[i] - go[i + half] * s[i]) * gs, d2 = (go[i] * s[i] + go[i + half] * c[i]) * gs;
         if (qk_norm) { gx[i] = __float2bfloat16(r * (d1 - x1 * mean)); gx[i + half] = __float2bfloat16(r * (d2 - x2 * mean)); }
         else { gx[i] = __float2bfloat16(d1); gx[i + half] = __float2bfloat16(d2); }
@@ -645,11 +673,11 @@ __global__ static void ob__k_gain_final(float *dgain, const float *gpart, int BT
     s = ob__block_sum(s);
     if (threadIdx.x == 0) dgain[h] += s;
 }
-/* v: the third part of qkv as bf16 (B*T, Hkv*d). */
-__global__ static void ob__k_extract_v(__nv_bfloat16 *v, const float *qkv, int stride, int off, int width, size_t BT) {
+/* v: the third part of qkv, contiguous (B*T, Hkv*d). */
+__global__ static void ob__k_extract_v(__nv_bfloat16 *v, const __nv_bfloat16 *qkv, int stride, int off, int width, size_t BT) {
     size_t n = BT * (size_t)width;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        v[i] = __float2bfloat16(qkv[(i / width) * stride + off + i % width]);
+        v[i] = qkv[(i / width) * stride + off + i % width];
 }
 /* dv into the v columns of the bf16 dqkv operand (B*T, stride) */
 __global__ static void ob__k_scatter_bf16(__nv_bfloat16 *dst, int stride, int off, const float *src, int width, size_t BT) {
@@ -662,28 +690,28 @@ __global__ static void ob__k_bf16_to_f32(float *out, const __nv_bfloat16 *in, si
 }
 
 /* ob_mlp_act_forward / ob_mlp_act_backward */
-__global__ static void ob__k_mlp_act_fwd(float *act, const float *h, int F, int kind, size_t n) {
+__global__ static void ob__k_mlp_act_fwd(float *act, const __nv_bfloat16 *h, int F, int kind, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         if (kind == OB_ACT_SWIGLU) {
             size_t r = i / F, j = i % F;
-            float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j];
+            float g = ob__ldf(h, r * 2 * F + j), u = ob__ldf(h, r * 2 * F + F + j);
             act[i] = g / (1.0f + expf(-g)) * u;
             continue;
         }
-        act[i] = ob__act_value(h[i], kind);
+        act[i] = ob__act_value(ob__ldf(h, i), kind);
     }
 }
-__global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const float *h, int F, int kind, size_t n) {
+__global__ static void ob__k_mlp_act_bwd(float *dh, const float *dact, const __nv_bfloat16 *h, int F, int kind, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float da = dact[i];
         if (kind == OB_ACT_SWIGLU) {
             size_t r = i / F, j = i % F;
-            float g = h[r * 2 * F + j], u = h[r * 2 * F + F + j], s = 1.0f / (1.0f + expf(-g));
+            float g = ob__ldf(h, r * 2 * F + j), u = ob__ldf(h, r * 2 * F + F + j), s = 1.0f / (1.0f + expf(-g));
             dh[r * 2 * F + F + j] = da * g * s;
             dh[r * 2 * F + j] = da * u * (s + g * s * (1.0f - s));
             continue;
         }
-        dh[i] = ob__act_grad(h[i], da, kind);
+        dh[i] = ob__act_grad(ob__ldf(h, i), da, kind);
     }
 }
 
@@ -823,14 +851,15 @@ __global__ static void ob__k_attnres_bwd(float *const *dS, float *dSn, float *qp
 
 /* The head's loss: vocab bias, softcap, temperature, log-sum-exp and the cross-entropy, one block per
  * token (ob_model_forward's head); logits are overwritten by the softcapped values, the raw ones go
- * to raw_out when the backward will need them. */
+ * to raw_out when the backward will need them. The GEMM's logits are read rounded to bf16: the
+ * seeds' logits leave their autocast matmul in bf16 (the softcap and the loss are fp32 from there). */
 __global__ static void ob__k_loss(float *logits, float *lse_out, float *ce_out, float *raw_out, const float *vocab_bias,
                                   const int32_t *targets, int V, float cap, int kind, float inv_temp) {
     size_t row = blockIdx.x;
     float *z = logits + row * V;
     float mx = -INFINITY;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
-        float r = z[v] + (vocab_bias ? vocab_bias[v] : 0.0f), val;
+        float r = ob__bf16r(z[v]) + (vocab_bias ? vocab_bias[v] : 0.0f), val;
         if (kind == OB_SOFTCAP_TANH) val = cap * tanhf(r / cap);
         else if (kind == OB_SOFTCAP_NONE) val = r;
         else {
@@ -908,14 +937,15 @@ __global__ static void ob__k_id_fill(int *list, const int *offsets, const int32_
     int o = offsets[v];
     for (int t = 0; t < BT; t++) if (ids[t] == v) list[o++] = t;
 }
-__global__ static void ob__k_embed_bwd(float *dE, const float *demb, const int *list, const int *offsets, const int *counts, int e, int V) {
+template <typename TD>
+__global__ static void ob__k_embed_bwd(float *dE, const TD *demb, const int *list, const int *offsets, const int *counts, int e, int V) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)V * e) return;
     int v = (int)(i / e), c = (int)(i % e), n = counts[v];
     if (!n) return;
     const int *l = list + offsets[v];
     float s = 0.0f;
-    for (int j = 0; j < n; j++) s += demb[(size_t)l[j] * e + c];
+    for (int j = 0; j < n; j++) s += ob__ldf(demb, (size_t)l[j] * e + c);
     dE[i] += s;
 }
 
@@ -1104,26 +1134,19 @@ static int ob__gemm_rm_at(const char *fn, int line, ob_cuda_model *g, int opA, i
     ob__prof_mark(fn, line, m, n, k * (batch > 1 ? batch : 1));
     return OB_OK;
 }
-/* the ONEBIT_ROUND_GEMM_BF16 experiment: y <- bf16(y) in place */
-__global__ static void ob__k_round_bf16(float *y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = __bfloat162float(__float2bfloat16(y[i]));
+/* The GEMMs' output type: the model's products and dX leave in bf16, as the seeds' autocast keeps
+ * them (half the bytes of fp32, and the same rounding as the model being matched); the logits and
+ * the test's exact XNOR products stay fp32. */
+static cudaDataType ob__ctype(const float *) { return CUDA_R_32F; }
+static cudaDataType ob__ctype(const __nv_bfloat16 *) { return CUDA_R_16BF; }
+/* Y (M, N) = X (M, K) W (N, K)^T, bf16 operands, fp32 accumulation */
+template <typename TO>
+static int ob__linear_fwd(ob_cuda_model *g, TO *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *W, int M, int K, int N) {
+    return ob__gemm_rm(g, 1, 0, N, M, K, W, K, X, K, Y, ob__ctype(Y), N, 1.0f, 0.0f, 1, 0, 0, 0);
 }
-static int ob__maybe_round_bf16(ob_cuda_model *g, float *y, size_t n) {
-    if (!g->round_gemm_bf16) return OB_OK;
-    ob__k_round_bf16<<<OB__ELEMS(n)>>>(y, n);
-    OB_CUDA_LAUNCHED();
-    return OB_OK;
-}
-/* Y (M, N) fp32 = X (M, K) W (N, K)^T, bf16 operands */
-static int ob__linear_fwd(ob_cuda_model *g, float *Y, const __nv_bfloat16 *X, const __nv_bfloat16 *W, int M, int K, int N) {
-    OB_TRY(ob__gemm_rm(g, 1, 0, N, M, K, W, K, X, K, Y, CUDA_R_32F, N, 1.0f, 0.0f, 1, 0, 0, 0));
-    return ob__maybe_round_bf16(g, Y, (size_t)M * N);
-}
-/* dX (M, K) (+)= dY (M, N) W (N, K) */
-static int ob__linear_bwd_x(ob_cuda_model *g, float *dX, const __nv_bfloat16 *dY, const __nv_bfloat16 *W, int M, int K, int N, float beta) {
-    OB_TRY(ob__gemm_rm(g, 0, 0, K, M, N, W, K, dY, N, dX, CUDA_R_32F, K, 1.0f, beta, 1, 0, 0, 0));
-    return ob__maybe_round_bf16(g, dX, (size_t)M * K);
+/* dX (M, K) = dY (M, N) W (N, K) */
+static int ob__linear_bwd_x(ob_cuda_model *g, __nv_bfloat16 *dX, const __nv_bfloat16 *dY, const __nv_bfloat16 *W, int M, int K, int N) {
+    return ob__gemm_rm(g, 0, 0, K, M, N, W, K, dY, N, dX, CUDA_R_16BF, K, 1.0f, 0.0f, 1, 0, 0, 0);
 }
 /* dW (N, K) += dY (M, N)^T X (M, K) */
 static int ob__linear_bwd_w(ob_cuda_model *g, float *dW, const __nv_bfloat16 *dY, const __nv_bfloat16 *X, int M, int K, int N) {
@@ -1133,7 +1156,8 @@ static int ob__linear_bwd_w(ob_cuda_model *g, float *dW, const __nv_bfloat16 *dY
 /* One quantised linear: out (M, N) = in (M, K) W^T. With a binarised input the product is the exact
  * XNOR form: the G group dot products of signs (integers, exact in fp32) from G GEMMs of depth g,
  * then y = beta (sum_g alpha_g dot_g). in_bf receives the signs (or the bf16 input), beta the scales. */
-static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in, __nv_bfloat16 *in_bf, float *beta,
+template <typename TO>
+static int ob_cuda_qlinear_forward(ob_cuda_model *g, TO *out, const float *in, __nv_bfloat16 *in_bf, float *beta,
                                    const float *w_host, int M, int K, int N, int binarize_in, float *dots) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     if (!binarize_in) {
@@ -1155,7 +1179,7 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
     for (int gi = 0; gi < G; gi++)
         OB_TRY(ob__gemm_rm(g, 1, 0, N, M, gs, ws + (size_t)gi * gs, K, in_bf + (size_t)gi * gs, K, dots + (size_t)gi * M * N, CUDA_R_32F, N,
                            1.0f, 0.0f, 1, 0, 0, 0));
-    ob__k_xnor_combine<<<OB__ELEMS((size_t)M * N)>>>(out, dots, ob__alpha_dev(g, w_host), beta, M, N, G);
+    ob__k_xnor_combine<TO><<<OB__ELEMS((size_t)M * N)>>>(out, dots, ob__alpha_dev(g, w_host), beta, M, N, G);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1163,7 +1187,7 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, float *out, const float *in
  * input X_b = sign(x) beta: the gradient of the product with respect to its binarised input). The
  * GEMMs read dY in bf16 from g->g_bf: cast there from dout, or (dout NULL) written there by the
  * kernel that produced it. */
-static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *dout, const __nv_bfloat16 *in_bf, const float *w_host, int M,
+static int ob_cuda_qlinear_backward(ob_cuda_model *g, __nv_bfloat16 *din, const float *dout, const __nv_bfloat16 *in_bf, const float *w_host, int M,
                                     int K, int N) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     float *dw = ob__dev(g, w_host, g->grads);
@@ -1171,11 +1195,12 @@ static int ob_cuda_qlinear_backward(ob_cuda_model *g, float *din, const float *d
         ob__k_to_bf16<<<OB__ELEMS((size_t)M * N)>>>(g->g_bf, dout, (size_t)M * N);
         OB_CUDA_LAUNCHED();
     }
-    OB_TRY(ob__linear_bwd_x(g, din, g->g_bf, wq, M, K, N, 0.0f));
+    OB_TRY(ob__linear_bwd_x(g, din, g->g_bf, wq, M, K, N));
     return ob__linear_bwd_w(g, dw, g->g_bf, in_bf, M, K, N);
 }
 
-static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *x, int M, int C) {
+template <typename TX>
+static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int M, int C) {
     int nv = ob__row_nv(C);
     if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C, -1);
     else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
@@ -1184,27 +1209,29 @@ static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv
 }
 /* dx += the gradient (dx_bf NULL), or dx_bf = bf16(the gradient): the operand of the GEMM that
  * consumes it, with no fp32 copy, no zeroing and no separate cast. */
-static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const float *dy, const float *y, const float *rstd,
+template <typename TDY>
+static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd,
                                        int M, int C) {
     int nv = ob__row_nv(C);
-    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const float *)NULL);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const __nv_bfloat16 *)NULL);
     else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dx_bf, dy, y, rstd, C);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const float *dy, const float *y, const float *rstd, int M, int C) {
+template <typename TDY>
+static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const TDY *dy, const float *y, const float *rstd, int M, int C) {
     return ob_cuda_rmsnorm_backward_to(g, dx, NULL, dy, y, rstd, M, C);
 }
 /* The MLP's elementwise activation and its normed projection's RMSNorm fused: y = rms_norm(act(h))
  * (act(h) is never stored), and its backward straight to bf16 d/dh for the fc GEMM. Only for the
  * elementwise kinds and rows that fit the register-held kernels (ob__cu_mlp_fused decides). */
-static int ob_cuda_act_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const float *h, int M, int F, int kind) {
+static int ob_cuda_act_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const __nv_bfloat16 *h, int M, int F, int kind) {
     OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, ob__row_nv(F), M, y, rstd, ybf, h, F, kind);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const float *dy, const float *y, const float *rstd,
-                                        const float *h, int M, int F, int kind) {
+static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const __nv_bfloat16 *dy, const float *y, const float *rstd,
+                                        const __nv_bfloat16 *h, int M, int F, int kind) {
     OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, ob__row_nv(F), M, (float *)NULL, dh_bf, dy, y, rstd, F, kind, h);
     OB_CUDA_LAUNCHED();
     return OB_OK;
@@ -1219,13 +1246,15 @@ static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const float *y, int BT, int D) {
+template <typename TY>
+static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const TY *y, int BT, int D) {
     ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 /* dy = scale dout (overwrites; dy NULL: into g->g_bf in bf16, for the branch's GEMM), dscale += sum dout y */
-static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscale, const float *dout, const float *scale, const float *y, int BT, int D) {
+template <typename TY>
+static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscale, const float *dout, const float *scale, const TY *y, int BT, int D) {
     int rpb = OB__COLSUM_ROWS, parts = (BT + rpb - 1) / rpb;
     ob__k_scaled_add_bwd_partial<<<dim3((D + 127) / 128, parts), 128, 0, g->stream>>>(g->colsum, dy, dy ? NULL : g->g_bf, dout, y, scale, BT, D, rpb);
     OB_CUDA_LAUNCHED();
@@ -1261,12 +1290,12 @@ static int ob_cuda_smear_backward(ob_cuda_model *g, float *dx, float *dgate, con
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_mlp_act_forward(ob_cuda_model *g, float *act, const float *h, int M, int F, int kind) {
+static int ob_cuda_mlp_act_forward(ob_cuda_model *g, float *act, const __nv_bfloat16 *h, int M, int F, int kind) {
     ob__k_mlp_act_fwd<<<OB__ELEMS((size_t)M * F)>>>(act, h, F, kind, (size_t)M * F);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *dact, const float *h, int M, int F, int kind) {
+static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *dact, const __nv_bfloat16 *h, int M, int F, int kind) {
     ob__k_mlp_act_bwd<<<OB__ELEMS((size_t)M * F)>>>(dh, dact, h, F, kind, (size_t)M * F);
     OB_CUDA_LAUNCHED();
     return OB_OK;
@@ -2538,23 +2567,23 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, NULL);
 }
 
-/* g->g_bf holds bf16(d attn_out) (ob_cuda_scaled_add_backward put it there); dn receives d n_attn. */
-static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, float *dn) {
+/* g->g_bf holds bf16(d attn_out) (ob_cuda_scaled_add_backward put it there); dn receives d n_attn
+ * (bf16; it may be g->blk_dn, whose first use here is over by then). */
+static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, __nv_bfloat16 *dn) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
-    size_t BTD = (size_t)BT * D;
-    float *dn_y = g->blk_dn;
+    __nv_bfloat16 *dn_y = g->blk_dn, *d_o = dn_y;
     OB_TRY(ob_cuda_qlinear_backward(g, dn_y, NULL, A->in_proj, hp->attn_proj, BT, D, D));
-    /* the attention output's gradient, straight to bf16 for the kernel; dq, dk, dv in fp32 */
-    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_backward_to(g, NULL, g->g_bf, dn_y, A->n_y, A->rstd_y, BT, D));
-    else {
-        ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dn_y, BTD);
-        OB_CUDA_LAUNCHED();
+    /* the attention output's gradient in bf16 for the kernel (without the norm: the GEMM's own dX);
+     * dq, dk, dv in fp32 */
+    if (c->normed_proj) {
+        OB_TRY(ob_cuda_rmsnorm_backward_to(g, NULL, g->g_bf, dn_y, A->n_y, A->rstd_y, BT, D));
+        d_o = g->g_bf;
     }
-    OB_TRY(ob_cuda_attention_bwd(g, A, g->g_bf, g->dq, g->dk, g->dv, B, T));
-    /* d qkv, assembled in bf16 in g->g_bf (the attention kernel is done reading dO there) */
+    OB_TRY(ob_cuda_attention_bwd(g, A, d_o, g->dq, g->dk, g->dv, B, T));
+    /* d qkv, assembled in bf16 in g->g_bf (the attention kernel is done reading dO) */
     ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(g->g_bf, nqkv, g->dq, A->qkv, A->q_rstd, g->rope_cos,
                                                                                           g->rope_sin, OB__Q(hp->q_gain), g->colsum, BT, T, H, d, c->qk_norm);
     OB_CUDA_LAUNCHED();
@@ -2585,8 +2614,8 @@ static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
     return ob_cuda_qlinear_forward(g, A->mlp_out, A->n_act, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, bin_down, NULL);
 }
 
-/* g->g_bf holds bf16(d mlp_out); dn receives d n_mlp. */
-static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, float *dn) {
+/* g->g_bf holds bf16(d mlp_out); dn receives d n_mlp (bf16). */
+static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, __nv_bfloat16 *dn) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
@@ -2599,7 +2628,10 @@ static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, float *dn) {
     if (c->normed_proj) {
         OB_CUDA_CHECK(cudaMemsetAsync(g->dact, 0, (size_t)BT * F * sizeof(float), g->stream));
         OB_TRY(ob_cuda_rmsnorm_backward(g, g->dact, g->dhid, A->n_act, A->rstd_act, BT, F));
-    } else OB_CUDA_CHECK(cudaMemcpyAsync(g->dact, g->dhid, (size_t)BT * F * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    } else {
+        ob__k_bf16_to_f32<<<OB__ELEMS((size_t)BT * F)>>>(g->dact, g->dhid, (size_t)BT * F);
+        OB_CUDA_LAUNCHED();
+    }
     OB_TRY(ob_cuda_mlp_act_backward(g, g->dh, g->dact, A->h, BT, F, c->activation));
     (void)rows;
     return ob_cuda_qlinear_backward(g, dn, g->dh, A->in_fc, hp->fc, BT, D, rows);
@@ -2629,7 +2661,8 @@ static int ob__cu_block_backward(ob_cuda_model *g, int l, const float *dx_out, f
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
     size_t BTD = (size_t)BT * D;
-    float *dres = g->blk_res, *dn = g->dmix; /* the branches' output gradients pass through g->g_bf (bf16) */
+    float *dres = g->blk_res;
+    __nv_bfloat16 *dn = g->blk_dn; /* the branches' output gradients pass through g->g_bf (bf16), their input gradients dn in bf16 */
     if (hp->smear_gate) {
         OB_CUDA_CHECK(cudaMemsetAsync(dres, 0, BTD * sizeof(float), g->stream));
         OB_TRY(ob_cuda_smear_backward(g, dres, OB__G(hp->smear_gate), dx_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D));
@@ -2698,11 +2731,11 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         for (int l = 0; l < le; l++) {
             ob_cuda_layer_acts A;
             A.x_in = NULL; /* points at its input (a block output, a skip sum, an AttnRes mix): set by the forward */
-            A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = F32(BT * nqkv);
+            A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
             A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.y = F32(BT * D); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
-            A.attn_out = F32(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = F32(BT * rows);
+            A.attn_out = BF(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
             A.act = ob__cu_mlp_fused(c) ? NULL : F32(BT * F); /* act(h) is not stored when fused */
-            A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = F32(BT * D); A.x_mlp = F32(BT * D);
+            A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = BF(BT * D); A.x_mlp = F32(BT * D);
             A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
             A.attn_delta = c->attn_res == 1 ? F32(BT * D) : NULL; A.mlp_delta = c->attn_res == 1 ? F32(BT * D) : NULL;
             A.beta_qkv = F32(BT); A.beta_proj = F32(BT); A.beta_fc = F32(BT); A.beta_down = F32(BT);
@@ -2713,7 +2746,7 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         float *p;
         p = F32(BT * e); if (base) g->emb = p;
         __nv_bfloat16 *pb = BF(BT * e); if (base) g->emb_bf = pb;
-        p = F32(BT * D); if (base) g->emb_proj = p;
+        pb = BF(BT * D); if (base) g->emb_proj = pb;
         p = F32(BT * D); if (base) g->x0 = p;
         p = F32(BT); if (base) g->x0_rstd = p;
         p = F32((size_t)n_skip * BT * D); if (base) g->skip_in = p;
@@ -2724,7 +2757,6 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         p = F32(BT * D); if (base) g->xf = p;
         p = F32(BT); if (base) g->xf_rstd = p;
         pb = BF(BT * D); if (base) g->xf_bf = pb;
-        p = F32(BT * e); if (base) g->head_in = p;
         pb = BF(BT * e); if (base) g->head_in_bf = pb;
         p = F32(BT * V); if (base) g->logits = p;
         p = F32(BT); if (base) g->lse = p;
@@ -2736,21 +2768,22 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
         /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
     } else {
-        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dxf, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->blk_dn, &g->dq};
+        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->dq};
         for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
         float *p;
+        __nv_bfloat16 *pb = BF(BT * D); if (base) g->dxf = pb;
+        pb = BF(BT * D); if (base) g->blk_dn = pb;
         p = F32(BT * Hkv * d); if (base) g->dk = p;
         p = F32(BT * Hkv * d); if (base) g->dv = p;
         int fused = ob__cu_mlp_fused(c); /* the fused MLP backward needs neither */
         p = fused ? NULL : F32(BT * rows); if (base) g->dh = p;
         p = fused ? NULL : F32(BT * F); if (base) g->dact = p;
-        p = F32(BT * F); if (base) g->dhid = p;
+        pb = BF(BT * F); if (base) g->dhid = pb;
         p = F32((size_t)n_skip * BT * D); if (base) g->dskip = p;
         p = F32((size_t)ns * BT * D); if (base) g->dS = p;
         p = F32((size_t)ns * BT * D); if (base) g->dSn = p;
         p = F32(BT * V); if (base) g->dlogits = p;
-        p = F32(BT * e); if (base) g->dhead = p;
-        p = F32(BT * e); if (base) g->demb = p;
+        pb = BF(BT * e); if (base) g->demb = pb;
         size_t widest_col = F > 2 * D ? F : 2 * D; /* 2 D: the residual mix's two sums */
         if (c->vocab_bias && V > widest_col) widest_col = V; /* the vocabulary bias's column sum */
         size_t cs = (BT + OB__COLSUM_ROWS - 1) / OB__COLSUM_ROWS * widest_col;
@@ -2762,7 +2795,7 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         size_t widest = V > rows ? V : rows;
         if (nqkv > widest) widest = nqkv;
         if (e > widest) widest = e;
-        __nv_bfloat16 *pb = BF(BT * widest); if (base) g->g_bf = pb;
+        pb = BF(BT * widest); if (base) g->g_bf = pb;
         pb = BF(BT * widest); if (base) g->g_bf2 = pb;
         int *ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_counts = ic;
         ic = (int *)ob__take(&b, V * sizeof(int)); if (base) g->id_offsets = ic;
@@ -2822,8 +2855,6 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
 
 OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     memset(g, 0, sizeof *g);
-    const char *rb = getenv("ONEBIT_ROUND_GEMM_BF16");
-    g->round_gemm_bf16 = rb && !strcmp(rb, "1");
     g->cfg = host->cfg;
     g->layout = host;
     g->n_params = host->n_params;
@@ -2932,9 +2963,10 @@ OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets
     int factored = c->embed_dim > 0 && c->embed_dim != D;
     ob__k_embed<<<OB__ELEMS((size_t)BT * e)>>>(g->emb, g->emb_bf, ob__dev(g, hp->tok_emb, g->qparams), g->inputs, e, (size_t)BT * e);
     OB_CUDA_LAUNCHED();
-    if (factored) OB_TRY(ob__linear_fwd(g, g->emb_proj, g->emb_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D));
-    else OB_CUDA_CHECK(cudaMemcpyAsync(g->emb_proj, g->emb, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
-    OB_TRY(ob_cuda_rmsnorm_forward(g, g->x0, g->x0_rstd, NULL, g->emb_proj, BT, D));
+    if (factored) {
+        OB_TRY(ob__linear_fwd(g, g->emb_proj, g->emb_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D));
+        OB_TRY(ob_cuda_rmsnorm_forward(g, g->x0, g->x0_rstd, NULL, g->emb_proj, BT, D));
+    } else OB_TRY(ob_cuda_rmsnorm_forward(g, g->x0, g->x0_rstd, NULL, g->emb, BT, D));
 
     if (c->attn_res == 0) {
         int enc = le / 2, dec = le - enc;
@@ -2991,9 +3023,7 @@ OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets
     OB_TRY(ob_cuda_rmsnorm_forward(g, g->xf, g->xf_rstd, g->xf_bf, g->x_final, BT, D));
     if (c->tie_embeddings) {
         if (factored) {
-            OB_TRY(ob__linear_fwd(g, g->head_in, g->xf_bf, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e));
-            ob__k_to_bf16<<<OB__ELEMS((size_t)BT * e)>>>(g->head_in_bf, g->head_in, (size_t)BT * e);
-            OB_CUDA_LAUNCHED();
+            OB_TRY(ob__linear_fwd(g, g->head_in_bf, g->xf_bf, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e));
             OB_TRY(ob__linear_fwd(g, g->logits, g->head_in_bf, ob__cu_head_emb(g), BT, e, V));
         } else OB_TRY(ob__linear_fwd(g, g->logits, g->xf_bf, ob__cu_head_emb(g), BT, D, V));
     } else OB_TRY(ob__linear_fwd(g, g->logits, g->xf_bf, ob__dev_bf(g, hp->lm_head, g->wq), BT, D, V));
@@ -3032,22 +3062,20 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
     if (c->vocab_bias) OB_TRY(ob__colsum(g, ob__dev(g, hp->vocab_bias, g->grads), g->dlogits, NULL, BT, V));
     ob__k_to_bf16<<<OB__ELEMS((size_t)BT * V)>>>(g->g_bf, g->dlogits, (size_t)BT * V);
     OB_CUDA_LAUNCHED();
-    float *dxf = g->dxf;
+    __nv_bfloat16 *dxf = g->dxf;
     if (c->tie_embeddings) {
         float *dE = ob__dev(g, hp->tok_emb, g->grads);
-        if (factored) {
-            OB_TRY(ob__linear_bwd_x(g, g->dhead, g->g_bf, ob__cu_head_emb(g), BT, e, V, 0.0f));
+        if (factored) { /* d head_in straight into the bf16 operand of the next GEMMs */
+            OB_TRY(ob__linear_bwd_x(g, g->g_bf2, g->g_bf, ob__cu_head_emb(g), BT, e, V));
             OB_TRY(ob__linear_bwd_w(g, dE, g->g_bf, g->head_in_bf, BT, e, V));
-            ob__k_to_bf16<<<OB__ELEMS((size_t)BT * e)>>>(g->g_bf2, g->dhead, (size_t)BT * e);
-            OB_CUDA_LAUNCHED();
-            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf2, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e, 0.0f));
+            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf2, ob__dev_bf(g, hp->embed_proj_rev, g->wq), BT, D, e));
             OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->embed_proj_rev, g->grads), g->g_bf2, g->xf_bf, BT, D, e));
         } else {
-            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__cu_head_emb(g), BT, D, V, 0.0f));
+            OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__cu_head_emb(g), BT, D, V));
             OB_TRY(ob__linear_bwd_w(g, dE, g->g_bf, g->xf_bf, BT, D, V));
         }
     } else {
-        OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__dev_bf(g, hp->lm_head, g->wq), BT, D, V, 0.0f));
+        OB_TRY(ob__linear_bwd_x(g, dxf, g->g_bf, ob__dev_bf(g, hp->lm_head, g->wq), BT, D, V));
         OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->lm_head, g->grads), g->g_bf, g->xf_bf, BT, D, V));
     }
     float *dx = g->dres;
@@ -3095,7 +3123,8 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 OB_TRY(ob__cu_ar_attend_backward(g, l, l, l + 1, din));
             }
         } else {
-            float *dmo = g->dmo, *dnb = g->blk_dn; /* the branches' output gradients go to g->g_bf */
+            float *dmo = g->dmo;
+            __nv_bfloat16 *dnb = g->blk_dn; /* the branches' output gradients go to g->g_bf */
             const ob_block_params *plast = ob__cu_hp(g, le - 1);
             OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
             if (plast->smear_gate) {
@@ -3131,16 +3160,13 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
     }
 
     /* embedding: x0 = rms(emb_proj); emb_proj = emb W_p^T; emb = E[ids] */
-    float *dproj = g->dnext;
-    OB_CUDA_CHECK(cudaMemsetAsync(dproj, 0, BTD * sizeof(float), g->stream));
-    OB_TRY(ob_cuda_rmsnorm_backward(g, dproj, g->dx0, g->x0, g->x0_rstd, BT, D));
-    float *demb = dproj;
-    if (factored) {
-        demb = g->demb;
-        ob__k_to_bf16<<<OB__ELEMS(BTD)>>>(g->g_bf, dproj, BTD);
-        OB_CUDA_LAUNCHED();
-        OB_TRY(ob__linear_bwd_x(g, demb, g->g_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D, 0.0f));
+    if (factored) { /* d emb_proj straight to bf16 for the GEMMs; d emb in bf16 */
+        OB_TRY(ob_cuda_rmsnorm_backward_to(g, NULL, g->g_bf, g->dx0, g->x0, g->x0_rstd, BT, D));
+        OB_TRY(ob__linear_bwd_x(g, g->demb, g->g_bf, ob__dev_bf(g, hp->embed_proj, g->wq), BT, e, D));
         OB_TRY(ob__linear_bwd_w(g, ob__dev(g, hp->embed_proj, g->grads), g->g_bf, g->emb_bf, BT, e, D));
+    } else {
+        OB_CUDA_CHECK(cudaMemsetAsync(g->dnext, 0, BTD * sizeof(float), g->stream));
+        OB_TRY(ob_cuda_rmsnorm_backward(g, g->dnext, g->dx0, g->x0, g->x0_rstd, BT, D));
     }
     ob__k_id_count<<<(V + 255) / 256, 256, 0, g->stream>>>(g->id_counts, g->inputs, BT, V);
     OB_CUDA_LAUNCHED();
@@ -3148,7 +3174,9 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
     OB_CUDA_LAUNCHED();
     ob__k_id_fill<<<(V + 255) / 256, 256, 0, g->stream>>>(g->id_list, g->id_offsets, g->inputs, BT, V);
     OB_CUDA_LAUNCHED();
-    ob__k_embed_bwd<<<OB__ELEMS((size_t)V * e)>>>(ob__dev(g, hp->tok_emb, g->grads), demb, g->id_list, g->id_offsets, g->id_counts, e, V);
+    float *dE = ob__dev(g, hp->tok_emb, g->grads);
+    if (factored) ob__k_embed_bwd<<<OB__ELEMS((size_t)V * e)>>>(dE, g->demb, g->id_list, g->id_offsets, g->id_counts, e, V);
+    else ob__k_embed_bwd<<<OB__ELEMS((size_t)V * e)>>>(dE, (const float *)g->dnext, g->id_list, g->id_offsets, g->id_counts, e, V);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }

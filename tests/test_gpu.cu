@@ -62,6 +62,18 @@ static float *to_dev(const float *h, size_t n) {
     }
     return d;
 }
+/* host floats as a device bf16 array (each value rounded to bf16) */
+static __nv_bfloat16 *to_dev_bf16(const float *h, size_t n) {
+    __nv_bfloat16 *raw = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16)), *d = NULL;
+    for (size_t i = 0; i < n; i++) raw[i] = __float2bfloat16(h[i]);
+    if (cudaMalloc((void **)&d, n * sizeof(__nv_bfloat16)) != cudaSuccess ||
+        cudaMemcpy(d, raw, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice) != cudaSuccess) {
+        fprintf(stderr, "cuda alloc/copy failed\n");
+        exit(2);
+    }
+    free(raw);
+    return d;
+}
 static void fill_normal(float *x, size_t n, float s, ob_rng *r) { for (size_t i = 0; i < n; i++) x[i] = s * ob_rng_normal(r); }
 
 /* Random latent weights everywhere (not the init, whose zeros and ones hide paths), random tokens. */
@@ -139,6 +151,8 @@ static void test_kernels(void) {
               *dyn = (float *)malloc(nf * 4), *dact = (float *)malloc(nf * 4), *dh = (float *)malloc(nf * 4);
         fill_normal(h, nf, 1.0f, &r);
         fill_normal(dyn, nf, 0.5f, &r);
+        /* h and dy are GEMM outputs, bf16 on the device: the CPU computes from the same rounded values */
+        for (size_t i = 0; i < nf; i++) { h[i] = ob_bf16_round(h[i]); dyn[i] = ob_bf16_round(dyn[i]); }
         for (int k = 0; k < 2; k++) {
             ob_mlp_act_forward(act, h, M, F, kinds[k]);
             ob_rmsnorm_forward(yn, rsn, act, M, F);
@@ -146,7 +160,8 @@ static void test_kernels(void) {
             memset(dh, 0, nf * 4); /* both CPU backwards accumulate */
             ob_rmsnorm_backward(dact, dyn, yn, rsn, M, F);
             ob_mlp_act_backward(dh, dact, h, M, F, kinds[k]);
-            float *hg = to_dev(h, nf), *dyg2 = to_dev(dyn, nf), *yg2 = to_dev(yn, nf), *rsg2 = to_dev(rs, M);
+            float *yg2 = to_dev(yn, nf), *rsg2 = to_dev(rs, M);
+            __nv_bfloat16 *hg = to_dev_bf16(h, nf), *dyg2 = to_dev_bf16(dyn, nf);
             __nv_bfloat16 *ybf = NULL, *dbf = NULL;
             int e2 = cudaMalloc(&ybf, nf * 2) || cudaMalloc(&dbf, nf * 2) ? OB_ERR_CUDA : OB_OK;
             if (!e2) e2 = ob_cuda_act_rmsnorm_forward(&g, yg2, rsg2, ybf, hg, M, F, kinds[k]);
@@ -301,7 +316,7 @@ static void trace_layers(const char *name, ob_model *m, ob_cuda_model *g) {
     printf(" x0 %.1e |", rel_l2(h, m->acts.x0, (size_t)BT * D));
     free(h);
     for (int l = 0; l < le; l++) {
-        float *qkv = to_host(g->L[l].qkv, (size_t)BT * nqkv), *y = to_host(g->L[l].y, (size_t)BT * D), *mo = to_host(g->L[l].mlp_out, (size_t)BT * D);
+        float *qkv = bf16_to_host(g->L[l].qkv, (size_t)BT * nqkv), *y = to_host(g->L[l].y, (size_t)BT * D), *mo = bf16_to_host(g->L[l].mlp_out, (size_t)BT * D);
         float *xo = to_host(g->L[l].x_out, (size_t)BT * D);
         printf(" L%d qkv %.1e y %.1e mlp %.1e out %.1e |", l, rel_l2(qkv, m->acts.layers[l].qkv, (size_t)BT * nqkv),
                rel_l2(y, m->acts.layers[l].y, (size_t)BT * D), rel_l2(mo, m->acts.layers[l].mlp_out, (size_t)BT * D),
