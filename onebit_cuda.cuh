@@ -80,6 +80,9 @@ typedef struct ob_cuda_model {
     size_t attn_ws_bytes;
     float temperature;
     int quantized;
+    int bf16_stream;                 /* 1 (the default): the residual stream, the norms' outputs, the MLP activation and
+                                        the stream's gradients rounded to bf16 where stored, as the seeds' autocast and
+                                        autograd keep them (their stream is bf16 from x0); ONEBIT_FP32_STREAM=1: fp32 */
     float loss;                      /* of the last forward (host copy, when synced) */
     /* data-parallel: called during the backward as soon as block b's gradient is final (after its
      * last use, the backward's pass over layer b), so its all-reduce overlaps the rest; NULL alone */
@@ -330,7 +333,7 @@ __device__ static inline float ob__bf16r(float v) { return __bfloat162float(__fl
 
 /* ob_rmsnorm_forward: one block per row; writes y (fp32), rstd, and optionally a bf16 copy of y. */
 template <typename TX>
-__global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C) {
+__global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C, int rnd) {
     const TX *xr = x + (size_t)blockIdx.x * C;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < C; i += blockDim.x) ss += ob__ldf(xr, i) * ob__ldf(xr, i);
@@ -340,6 +343,7 @@ __global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *y
     float *yr = y + (size_t)blockIdx.x * C;
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
         float v = ob__ldf(xr, i) * r;
+        if (rnd) v = ob__bf16r(v);
         yr[i] = v;
         if (ybf) ybf[(size_t)blockIdx.x * C + i] = __float2bfloat16(v);
     }
@@ -358,7 +362,7 @@ __device__ static inline float ob__act_grad(float v, float da, int kind) {
 /* dx_bf non-NULL: the result goes there in bf16 (written, not added; dx unused), the operand of the
  * next GEMM without an fp32 round trip. */
 template <typename TDY>
-__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd, int C) {
+__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd, int C, int rnd) {
     size_t o = (size_t)blockIdx.x * C;
     float dot = 0.0f;
     for (int i = threadIdx.x; i < C; i += blockDim.x) dot += ob__ldf(dy, o + i) * y[o + i];
@@ -367,7 +371,7 @@ __global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const 
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
         float v = r * (ob__ldf(dy, o + i) - y[o + i] * mean);
         if (dx_bf) dx_bf[o + i] = __float2bfloat16(v);
-        else dx[o + i] += v;
+        else dx[o + i] = rnd ? ob__bf16r(dx[o + i] + v) : dx[o + i] + v;
     }
 }
 /* ob_binarize_act_ref: beta = max(mean|x|, 1e-8) and the signs (+-1; 0 counts as +1) in bf16, scaled by
@@ -418,7 +422,7 @@ __device__ static int ob__row_load(float4 (&v)[NV], const __nv_bfloat16 *row, in
  * the normed projection's RMSNorm in one pass; act(h) itself is never stored). */
 template <int NV, typename TX>
 __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C,
-                                                                              int act) {
+                                                                              int act, int rnd) {
     size_t o = (size_t)blockIdx.x * C;
     float4 v[NV];
     int n4 = ob__row_load<NV>(v, x + o, C);
@@ -427,6 +431,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
         for (int j = 0; j < NV; j++) { /* padding lanes stay 0: act(0) = 0 for every elementwise kind */
             v[j].x = ob__act_value(v[j].x, act); v[j].y = ob__act_value(v[j].y, act);
             v[j].z = ob__act_value(v[j].z, act); v[j].w = ob__act_value(v[j].w, act);
+            if (rnd) { v[j].x = ob__bf16r(v[j].x); v[j].y = ob__bf16r(v[j].y); v[j].z = ob__bf16r(v[j].z); v[j].w = ob__bf16r(v[j].w); }
         }
     }
     float ss = 0.0f;
@@ -440,6 +445,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
         int i = threadIdx.x + j * OB__ROW_THREADS;
         if (i >= n4) break;
         float4 w = make_float4(v[j].x * r, v[j].y * r, v[j].z * r, v[j].w * r);
+        if (rnd) w = make_float4(ob__bf16r(w.x), ob__bf16r(w.y), ob__bf16r(w.z), ob__bf16r(w.w));
         reinterpret_cast<float4 *>(y + o)[i] = w;
         if (ybf) {
             __nv_bfloat162 *yb = reinterpret_cast<__nv_bfloat162 *>(ybf + o) + 2 * i;
@@ -453,7 +459,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
  * activation's backward fused (the MLP's fc gradient in one pass from the down projection's dX). */
 template <int NV, typename TDY>
 __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y,
-                                                                              const float *rstd, int C, int act, const __nv_bfloat16 *h) {
+                                                                              const float *rstd, int C, int act, const __nv_bfloat16 *h, int rnd) {
     size_t o = (size_t)blockIdx.x * C;
     float4 g[NV], w[NV], hv[NV];
     int n4 = ob__row_load<NV>(g, dy + o, C);
@@ -480,6 +486,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
         } else {
             float4 *d = reinterpret_cast<float4 *>(dx + o) + i, a = *d;
             a.x += v.x; a.y += v.y; a.z += v.z; a.w += v.w;
+            if (rnd) a = make_float4(ob__bf16r(a.x), ob__bf16r(a.y), ob__bf16r(a.z), ob__bf16r(a.w));
             *d = a;
         }
     }
@@ -537,17 +544,20 @@ __global__ static void ob__k_xnor_combine(TO *y, const float *dots, const float 
  * needed: the forward weights come from ob_model_quantize's exact values (see ob_cuda_model_quantize). */
 
 /* ob__resid_mix_forward */
-__global__ static void ob__k_resid_mix_fwd(float *out, const float *x, const float *x0, const float *mix, int D, size_t n) {
+__global__ static void ob__k_resid_mix_fwd(float *out, const float *x, const float *x0, const float *mix, int D, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)(i % (size_t)D);
-        out[i] = mix[c] * x[i] + mix[D + c] * x0[i];
+        float v = mix[c] * x[i] + mix[D + c] * x0[i];
+        out[i] = rnd ? ob__bf16r(v) : v;
     }
 }
 /* ob__scaled_add_forward: out = x + scale (.) y (x may be NULL; y a branch's bf16 output or fp32). */
 template <typename TY>
-__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const TY *y, int D, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * ob__ldf(y, i);
+__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const TY *y, int D, size_t n, int rnd) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * ob__ldf(y, i);
+        out[i] = rnd ? ob__bf16r(v) : v;
+    }
 }
 /* Column sums of a (rows, D) product a (.) b in a fixed order (deterministic): partials per block of
  * OB__COLSUM_ROWS rows (enough blocks to keep the loads in flight), then a second kernel. Used for the
@@ -590,7 +600,7 @@ __global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv
 /* ob__resid_mix_backward: part rows [0, parts) = dout (.) x, [parts, 2 parts) = dout (.) x0;
  * dx += mix0 dout, dx0 += mix1 dout. */
 __global__ static void ob__k_resid_mix_bwd_partial(float *part, float *dx, float *dx0, const float *dout, const float *x, const float *x0,
-                                                   const float *mix, int rows, int D, int rows_per_block) {
+                                                   const float *mix, int rows, int D, int rows_per_block, int rnd) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= D) return;
     int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
@@ -600,8 +610,8 @@ __global__ static void ob__k_resid_mix_bwd_partial(float *part, float *dx, float
         float g = dout[i];
         s0 += g * x[i];
         s1 += g * x0[i];
-        dx[i] += m0 * g;
-        dx0[i] += m1 * g;
+        dx[i] = rnd ? ob__bf16r(dx[i] + m0 * g) : dx[i] + m0 * g;
+        dx0[i] = rnd ? ob__bf16r(dx0[i] + m1 * g) : dx0[i] + m1 * g;
     }
     part[(size_t)blockIdx.y * D + c] = s0;
     part[(size_t)(gridDim.y + blockIdx.y) * D + c] = s1;
@@ -1202,8 +1212,8 @@ static int ob_cuda_qlinear_backward(ob_cuda_model *g, __nv_bfloat16 *din, const 
 template <typename TX>
 static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int M, int C) {
     int nv = ob__row_nv(C);
-    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C, -1);
-    else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C, -1, g->bf16_stream);
+    else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1213,8 +1223,8 @@ template <typename TDY>
 static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd,
                                        int M, int C) {
     int nv = ob__row_nv(C);
-    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const __nv_bfloat16 *)NULL);
-    else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dx_bf, dy, y, rstd, C);
+    if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const __nv_bfloat16 *)NULL, g->bf16_stream);
+    else ob__k_rmsnorm_bwd<<<M, 256, 0, g->stream>>>(dx, dx_bf, dy, y, rstd, C, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1226,13 +1236,13 @@ static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const TDY *dy, 
  * (act(h) is never stored), and its backward straight to bf16 d/dh for the fc GEMM. Only for the
  * elementwise kinds and rows that fit the register-held kernels (ob__cu_mlp_fused decides). */
 static int ob_cuda_act_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const __nv_bfloat16 *h, int M, int F, int kind) {
-    OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, ob__row_nv(F), M, y, rstd, ybf, h, F, kind);
+    OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, ob__row_nv(F), M, y, rstd, ybf, h, F, kind, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const __nv_bfloat16 *dy, const float *y, const float *rstd,
                                         const __nv_bfloat16 *h, int M, int F, int kind) {
-    OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, ob__row_nv(F), M, (float *)NULL, dh_bf, dy, y, rstd, F, kind, h);
+    OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, ob__row_nv(F), M, (float *)NULL, dh_bf, dy, y, rstd, F, kind, h, 0);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1248,7 +1258,7 @@ static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float
 }
 template <typename TY>
 static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const TY *y, int BT, int D) {
-    ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D);
+    ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -1263,14 +1273,14 @@ static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscal
     return OB_OK;
 }
 static int ob_cuda_resid_mix_forward(ob_cuda_model *g, float *out, const float *x, const float *x0, const float *mix, int BT, int D) {
-    ob__k_resid_mix_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, x0, mix, D, (size_t)BT * D);
+    ob__k_resid_mix_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, x0, mix, D, (size_t)BT * D, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
 static int ob_cuda_resid_mix_backward(ob_cuda_model *g, float *dx, float *dx0, float *dmix, const float *dout, const float *x, const float *x0,
                                       const float *mix, int BT, int D) {
     int rpb = OB__COLSUM_ROWS, parts = (BT + rpb - 1) / rpb;
-    ob__k_resid_mix_bwd_partial<<<dim3((D + 127) / 128, parts), 128, 0, g->stream>>>(g->colsum, dx, dx0, dout, x, x0, mix, BT, D, rpb);
+    ob__k_resid_mix_bwd_partial<<<dim3((D + 127) / 128, parts), 128, 0, g->stream>>>(g->colsum, dx, dx0, dout, x, x0, mix, BT, D, rpb, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     ob__k_colsum_final<<<(D + 127) / 128, 128, 0, g->stream>>>(dmix, g->colsum, parts, D);
     OB_CUDA_LAUNCHED();
@@ -2855,6 +2865,8 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
 
 OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     memset(g, 0, sizeof *g);
+    const char *fs = getenv("ONEBIT_FP32_STREAM");
+    g->bf16_stream = !(fs && !strcmp(fs, "1"));
     g->cfg = host->cfg;
     g->layout = host;
     g->n_params = host->n_params;

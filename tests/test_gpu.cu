@@ -120,6 +120,7 @@ static void test_kernels(void) {
     ob_model m;
     ob_cuda_model g;
     if (ob_model_init(&m, &cfg) || ob_cuda_model_init(&g, &m)) { tu_report("FAIL", "kernels", "%s", ob_last_error()); return; }
+    g.bf16_stream = 0; /* the kernels' fp32 results against the CPU; the bf16 stream's rounding is checked on its own below */
     ob_rng r;
     ob_rng_seed(&r, 5);
     int M = 333, C = 384;
@@ -138,6 +139,23 @@ static void test_kernels(void) {
     float *y2 = to_host(yg, n), *dx2 = to_host(dxo, n);
     TU_CHECK(!e && rel_l2(y2, y, n) <= BOUND_KERNEL && rel_l2(dx2, dx, n) <= BOUND_KERNEL, "kernel/rmsnorm",
              "forward rel %.2e, backward rel %.2e (bound %.0e)", rel_l2(y2, y, n), rel_l2(dx2, dx, n), BOUND_KERNEL);
+    /* the bf16 stream (the model's default): the same kernels store their results rounded to bf16,
+     * exactly bf16(the fp32 result): the forward's y, and the backward's dx += v (here from 0) */
+    {
+        g.bf16_stream = 1;
+        cudaMemset(dxo, 0, n * 4);
+        int eb = ob_cuda_rmsnorm_forward(&g, yg, rsg, NULL, dxg, M, C);
+        if (!eb) eb = ob_cuda_rmsnorm_backward(&g, dxo, dyg, yg, rsg, M, C);
+        cudaDeviceSynchronize();
+        g.bf16_stream = 0;
+        float *y3 = to_host(yg, n), *dx3 = to_host(dxo, n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += y3[i] != ob_bf16_round(y2[i]);
+        double rb = rel_l2(dx3, dx2, n);
+        TU_CHECK(!eb && bad == 0 && rb > 0 && rb <= 4e-3, "kernel/rmsnorm_bf16_stream",
+                 "forward: %zu of %zu values differ from bf16(the fp32 kernel's) (must be 0); backward rel %.2e to the fp32 one (bound 4e-3)", bad, n, rb);
+        free(y3); free(dx3);
+    }
     free(y2); free(dx2);
 
     /* the fused MLP kernels: rms_norm(act(h)) forward (fp32 and its bf16 copy) and the backward to bf16
