@@ -38,7 +38,7 @@
  * The GPU model and trainer
  * ---------------------------------------------------------------------------------------------- */
 typedef struct ob_cuda_layer_acts {  /* device pointers; shapes as ob_layer_acts */
-    float *x_in, *x_mix, *n_attn, *rstd_attn, *q_rstd, *k_rstd, *y, *n_y, *rstd_y, *x_attn;
+    float *x_in, *x_mix, *n_attn, *rstd_attn, *q_rstd, *k_rstd, *n_y, *rstd_y, *x_attn;
     float *n_mlp, *rstd_mlp, *act, *n_act, *rstd_act, *x_mlp, *x_out, *attn_delta, *mlp_delta;
     __nv_bfloat16 *qkv, *attn_out, *h, *mlp_out;           /* the block's GEMM outputs, in bf16 as the seeds' autocast keeps them */
     float *beta_qkv, *beta_proj, *beta_fc, *beta_down;     /* (BT) token scales of binarised inputs */
@@ -446,7 +446,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
         if (i >= n4) break;
         float4 w = make_float4(v[j].x * r, v[j].y * r, v[j].z * r, v[j].w * r);
         if (rnd) w = make_float4(ob__bf16r(w.x), ob__bf16r(w.y), ob__bf16r(w.z), ob__bf16r(w.w));
-        reinterpret_cast<float4 *>(y + o)[i] = w;
+        if (y) reinterpret_cast<float4 *>(y + o)[i] = w; /* y NULL: the bf16 copy is all that is kept */
         if (ybf) {
             __nv_bfloat162 *yb = reinterpret_cast<__nv_bfloat162 *>(ybf + o) + 2 * i;
             yb[0] = __floats2bfloat162_rn(w.x, w.y);
@@ -457,8 +457,8 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
 /* dx_bf non-NULL: the result is written there in bf16 (dx unused). act >= 0 (with dx_bf): the
  * forward was ob__k_rmsnorm_fwd_v with that activation, h its input: the result is d/dh, the
  * activation's backward fused (the MLP's fc gradient in one pass from the down projection's dX). */
-template <int NV, typename TDY>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y,
+template <int NV, typename TDY, typename TY>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const TY *y,
                                                                               const float *rstd, int C, int act, const __nv_bfloat16 *h, int rnd) {
     size_t o = (size_t)blockIdx.x * C;
     float4 g[NV], w[NV], hv[NV];
@@ -563,6 +563,7 @@ __global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const fl
  * OB__COLSUM_ROWS rows (enough blocks to keep the loads in flight), then a second kernel. Used for the
  * gradients of per-channel scales and mixes. */
 #define OB__COLSUM_ROWS 64
+#define OB__COLSUM_BATCH 8
 __global__ static void ob__k_colsum_partial(float *part, const float *a, const float *b, int rows, int D, int rows_per_block) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= D) return;
@@ -588,12 +589,26 @@ __global__ static void ob__k_scaled_add_bwd_partial(float *part, float *dy, __nv
     if (c >= D) return;
     int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
     float s = 0.0f, sc = scale[c];
-    for (int r = r0; r < r1; r++) {
-        size_t i = (size_t)r * D + c;
-        float g = dout[i];
-        s += g * ob__ldf(y, i);
-        if (dy_bf) dy_bf[i] = __float2bfloat16(sc * g);
-        else dy[i] = sc * g;
+    /* OB__COLSUM_BATCH rows' loads issued before their stores (which the compiler may not move past
+     * loads it cannot prove unaliased): a thread walks a column, so one load in flight at a time
+     * left this at a third of the bandwidth. Same summation order. */
+    for (int rb = r0; rb < r1; rb += OB__COLSUM_BATCH) {
+        float gv[OB__COLSUM_BATCH], yv[OB__COLSUM_BATCH];
+#pragma unroll
+        for (int u = 0; u < OB__COLSUM_BATCH; u++) {
+            size_t i = (size_t)(rb + u) * D + c;
+            gv[u] = rb + u < r1 ? dout[i] : 0.0f;
+            yv[u] = rb + u < r1 ? ob__ldf(y, i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < OB__COLSUM_BATCH; u++) {
+            if (rb + u >= r1) break;
+            size_t i = (size_t)(rb + u) * D + c;
+            float g = gv[u];
+            s += g * yv[u];
+            if (dy_bf) dy_bf[i] = __float2bfloat16(sc * g);
+            else dy[i] = sc * g;
+        }
     }
     part[(size_t)blockIdx.y * D + c] = s;
 }
@@ -605,13 +620,25 @@ __global__ static void ob__k_resid_mix_bwd_partial(float *part, float *dx, float
     if (c >= D) return;
     int r0 = blockIdx.y * rows_per_block, r1 = min(rows, r0 + rows_per_block);
     float s0 = 0.0f, s1 = 0.0f, m0 = mix[c], m1 = mix[D + c];
-    for (int r = r0; r < r1; r++) {
-        size_t i = (size_t)r * D + c;
-        float g = dout[i];
-        s0 += g * x[i];
-        s1 += g * x0[i];
-        dx[i] = rnd ? ob__bf16r(dx[i] + m0 * g) : dx[i] + m0 * g;
-        dx0[i] = rnd ? ob__bf16r(dx0[i] + m1 * g) : dx0[i] + m1 * g;
+    for (int rb = r0; rb < r1; rb += OB__COLSUM_BATCH) { /* loads batched as in ob__k_scaled_add_bwd_partial */
+        float gv[OB__COLSUM_BATCH], xv[OB__COLSUM_BATCH], x0v[OB__COLSUM_BATCH], dxv[OB__COLSUM_BATCH], dx0v[OB__COLSUM_BATCH];
+#pragma unroll
+        for (int u = 0; u < OB__COLSUM_BATCH; u++) {
+            size_t i = (size_t)(rb + u) * D + c;
+            int in = rb + u < r1;
+            gv[u] = in ? dout[i] : 0.0f; xv[u] = in ? x[i] : 0.0f; x0v[u] = in ? x0[i] : 0.0f;
+            dxv[u] = in ? dx[i] : 0.0f; dx0v[u] = in ? dx0[i] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < OB__COLSUM_BATCH; u++) {
+            if (rb + u >= r1) break;
+            size_t i = (size_t)(rb + u) * D + c;
+            float g = gv[u];
+            s0 += g * xv[u];
+            s1 += g * x0v[u];
+            dx[i] = rnd ? ob__bf16r(dxv[u] + m0 * g) : dxv[u] + m0 * g;
+            dx0[i] = rnd ? ob__bf16r(dx0v[u] + m1 * g) : dx0v[u] + m1 * g;
+        }
     }
     part[(size_t)blockIdx.y * D + c] = s0;
     part[(size_t)(gridDim.y + blockIdx.y) * D + c] = s1;
@@ -1240,7 +1267,8 @@ static int ob_cuda_act_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, 
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const __nv_bfloat16 *dy, const float *y, const float *rstd,
+template <typename TY>
+static int ob_cuda_act_rmsnorm_backward(ob_cuda_model *g, __nv_bfloat16 *dh_bf, const __nv_bfloat16 *dy, const TY *y, const float *rstd,
                                         const __nv_bfloat16 *h, int M, int F, int kind) {
     OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, ob__row_nv(F), M, (float *)NULL, dh_bf, dy, y, rstd, F, kind, h, 0);
     OB_CUDA_LAUNCHED();
@@ -2554,6 +2582,12 @@ static const ob_block_params *ob__cu_hp(const ob_cuda_model *g, int l) { return 
 static int ob__cu_mlp_fused(const ob_config *c) {
     return c->normed_proj && c->activation != OB_ACT_SWIGLU && ob__row_nv(c->mlp_mult * c->model_dim) > 0;
 }
+/* ... and when the down projection's input is not binarised and the stream is bf16, that input's bf16
+ * copy (in_down) holds the normed activation exactly: no fp32 n_act is written, its backward reads
+ * in_down (the widest activation of the block, so the largest saving of traffic and memory). */
+static int ob__cu_nact_in_bf16(const ob_cuda_model *g) {
+    return g->bf16_stream && ob__cu_mlp_fused(&g->cfg) && g->cfg.binarize_act != 1;
+}
 
 static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     const ob_config *c = &g->cfg;
@@ -2570,10 +2604,12 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     ob__k_extract_v<<<OB__ELEMS((size_t)BT * Hkv * d)>>>(A->v, A->qkv, nqkv, D + Hkv * d, Hkv * d, (size_t)BT);
     OB_CUDA_LAUNCHED();
     OB_TRY(ob_cuda_attention_fwd(g, A, B, T));
-    ob__k_bf16_to_f32<<<OB__ELEMS((size_t)BT * D)>>>(A->y, A->o, (size_t)BT * D);
-    OB_CUDA_LAUNCHED();
-    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_y, A->rstd_y, NULL, A->y, BT, D));
-    else OB_CUDA_CHECK(cudaMemcpyAsync(A->n_y, A->y, (size_t)BT * D * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
+    /* the heads' output y is the kernel's bf16 o, normed from there (or taken as it is) */
+    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_y, A->rstd_y, NULL, A->o, BT, D));
+    else {
+        ob__k_bf16_to_f32<<<OB__ELEMS((size_t)BT * D)>>>(A->n_y, A->o, (size_t)BT * D);
+        OB_CUDA_LAUNCHED();
+    }
     return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, NULL);
 }
 
@@ -2615,7 +2651,8 @@ static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
     OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, NULL));
     int bin_down = c->binarize_act == 1;
     if (ob__cu_mlp_fused(c)) { /* act + norm in one pass; a float down-projection input is written in bf16 there too */
-        OB_TRY(ob_cuda_act_rmsnorm_forward(g, A->n_act, A->rstd_act, bin_down ? NULL : A->in_down, A->h, BT, F, c->activation));
+        OB_TRY(ob_cuda_act_rmsnorm_forward(g, ob__cu_nact_in_bf16(g) ? NULL : A->n_act, A->rstd_act, bin_down ? NULL : A->in_down, A->h, BT, F,
+                                           c->activation));
         return ob_cuda_qlinear_forward(g, A->mlp_out, bin_down ? A->n_act : NULL, A->in_down, A->beta_down, hp->mlp_proj, BT, F, D, bin_down, NULL);
     }
     OB_TRY(ob_cuda_mlp_act_forward(g, A->act, A->h, BT, F, c->activation));
@@ -2632,7 +2669,8 @@ static int ob__cu_mlp_branch_backward(ob_cuda_model *g, int l, __nv_bfloat16 *dn
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
     OB_TRY(ob_cuda_qlinear_backward(g, g->dhid, NULL, A->in_down, hp->mlp_proj, BT, F, D));
     if (ob__cu_mlp_fused(c)) { /* norm + activation backward in one pass, d h in bf16 for the fc GEMMs */
-        OB_TRY(ob_cuda_act_rmsnorm_backward(g, g->g_bf, g->dhid, A->n_act, A->rstd_act, A->h, BT, F, c->activation));
+        if (ob__cu_nact_in_bf16(g)) OB_TRY(ob_cuda_act_rmsnorm_backward(g, g->g_bf, g->dhid, A->in_down, A->rstd_act, A->h, BT, F, c->activation));
+        else OB_TRY(ob_cuda_act_rmsnorm_backward(g, g->g_bf, g->dhid, A->n_act, A->rstd_act, A->h, BT, F, c->activation));
         return ob_cuda_qlinear_backward(g, dn, NULL, A->in_fc, hp->fc, BT, D, rows);
     }
     if (c->normed_proj) {
@@ -2742,10 +2780,10 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
             ob_cuda_layer_acts A;
             A.x_in = NULL; /* points at its input (a block output, a skip sum, an AttnRes mix): set by the forward */
             A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
-            A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.y = F32(BT * D); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
+            A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
             A.attn_out = BF(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
             A.act = ob__cu_mlp_fused(c) ? NULL : F32(BT * F); /* act(h) is not stored when fused */
-            A.n_act = F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = BF(BT * D); A.x_mlp = F32(BT * D);
+            A.n_act = ob__cu_nact_in_bf16(g) ? NULL : F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = BF(BT * D); A.x_mlp = F32(BT * D);
             A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
             A.attn_delta = c->attn_res == 1 ? F32(BT * D) : NULL; A.mlp_delta = c->attn_res == 1 ? F32(BT * D) : NULL;
             A.beta_qkv = F32(BT); A.beta_proj = F32(BT); A.beta_fc = F32(BT); A.beta_down = F32(BT);

@@ -334,7 +334,7 @@ static void trace_layers(const char *name, ob_model *m, ob_cuda_model *g) {
     printf(" x0 %.1e |", rel_l2(h, m->acts.x0, (size_t)BT * D));
     free(h);
     for (int l = 0; l < le; l++) {
-        float *qkv = bf16_to_host(g->L[l].qkv, (size_t)BT * nqkv), *y = to_host(g->L[l].y, (size_t)BT * D), *mo = bf16_to_host(g->L[l].mlp_out, (size_t)BT * D);
+        float *qkv = bf16_to_host(g->L[l].qkv, (size_t)BT * nqkv), *y = bf16_to_host(g->L[l].o, (size_t)BT * D), *mo = bf16_to_host(g->L[l].mlp_out, (size_t)BT * D);
         float *xo = to_host(g->L[l].x_out, (size_t)BT * D);
         printf(" L%d qkv %.1e y %.1e mlp %.1e out %.1e |", l, rel_l2(qkv, m->acts.layers[l].qkv, (size_t)BT * nqkv),
                rel_l2(y, m->acts.layers[l].y, (size_t)BT * D), rel_l2(mo, m->acts.layers[l].mlp_out, (size_t)BT * D),
