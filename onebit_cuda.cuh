@@ -1393,7 +1393,7 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
  *      all CTAs of a group start on the same (latest) query tile and walk the same sequence, the
  *      waiting CTA is at most one dq update behind its predecessor. This relies on CTAs of one grid
  *      being dispatched in increasing block index (CTA j-1 is resident or done before CTA j runs); a
- *      4-second timeout traps instead of hanging if that ever failed.
+ *      60-second timeout traps instead of hanging if that ever failed.
  *      Shared memory: K, V (128 x D each), 2 x (Q, dO) (64 x D each), dS^T (128 x 64), lse / Di:
  *      145 KB at D = 128. One CTA per SM.
  * The launchers do not synchronise, allocate, or call anything but kernel launches (plus a one-time
@@ -1626,7 +1626,10 @@ __device__ __forceinline__ void ob__attn_wait_turn(const int *p, int v) {
         asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(x) : "l"(p) : "memory");
         if (x >= v) break;
         __nanosleep(64);
-        if (ob__attn_globaltimer() - t0 > 4000000000ull) __trap(); /* the predecessor never came */
+        /* the predecessor never came: trap rather than hang. 60 s, not less: under compute-sanitizer
+         * the predecessor's instrumented work can take seconds (a 4-s limit trapped there, as
+         * "unspecified launch failure", while every direct run passed) */
+        if (ob__attn_globaltimer() - t0 > 60000000000ull) __trap();
     }
 }
 __device__ __forceinline__ void ob__attn_release_turn(int *p, int v) {
