@@ -391,30 +391,21 @@ __global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const 
  * (rows of C <= 512 NV floats, C % 4 == 0), one read of the row instead of two, 16-byte accesses. The
  * launchers (ob_cuda_rmsnorm_forward, ...) pick them when the row fits. */
 #define OB__ROW_THREADS 128
-template <int NV>
-__device__ static int ob__row_load(float4 (&v)[NV], const float *row, int C) {
-    int n4 = C >> 2;
-#pragma unroll
-    for (int j = 0; j < NV; j++) {
-        int i = threadIdx.x + j * OB__ROW_THREADS;
-        v[j] = i < n4 ? reinterpret_cast<const float4 *>(row)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    return n4;
+/* four consecutive values of a row as a float4: 16 bytes of fp32 or 8 of bf16 */
+__device__ static inline float4 ob__ld4(const float *row, int i) { return reinterpret_cast<const float4 *>(row)[i]; }
+__device__ static inline float4 ob__ld4(const __nv_bfloat16 *row, int i) {
+    uint2 u = reinterpret_cast<const uint2 *>(row)[i];
+    float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+    float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+    return make_float4(a.x, a.y, b.x, b.y);
 }
-/* the same from a bf16 row: 4 values (8 bytes) per float4 */
-template <int NV>
-__device__ static int ob__row_load(float4 (&v)[NV], const __nv_bfloat16 *row, int C) {
+template <int NV, typename T>
+__device__ static int ob__row_load(float4 (&v)[NV], const T *row, int C) {
     int n4 = C >> 2;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * OB__ROW_THREADS;
-        v[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (i < n4) {
-            uint2 u = reinterpret_cast<const uint2 *>(row)[i];
-            float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
-            float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
-            v[j] = make_float4(a.x, a.y, b.x, b.y);
-        }
+        v[j] = i < n4 ? ob__ld4(row, i) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     return n4;
 }
