@@ -7,9 +7,13 @@
  *     #include "onebit_cuda.cuh"        (includes onebit.h, onebit_muon.h)
  * and build with nvcc -gencode=arch=compute_90a,code=sm_90a (plus a PTX target), linking -lcublas.
  *
- * Numerics, against the float32 CPU reference (onebit.h):
+ * Numerics: the seeds' precision (PyTorch autocast bf16), against the float32 CPU reference (onebit.h):
  *   master weights, gradients and optimizer state in fp32, as the seeds keep them;
- *   the residual stream and every saved activation in fp32;
+ *   every kernel's math in fp32; what the seeds' autocast and autograd keep in bf16 is rounded to bf16
+ *   where it is stored: the GEMMs' outputs and dX (written by cuBLAS in bf16), the logits (read rounded),
+ *   the residual stream, the RMSNorms' outputs, the MLP activation, the stream's gradients (their stream
+ *   is bf16 from x0). Values are bf16 while some buffers are still fp32 (the stream's); with
+ *   ONEBIT_FP32_STREAM=1 the stream, norms and their gradients keep fp32 values instead;
  *   GEMM operands in bf16 with fp32 accumulation (the seeds' autocast). The XNOR products are one GEMM of
  *   the +-1 signs (exact in bf16) against sign(w) alpha rounded to bf16, as the seeds' autocast rounds
  *   it, with the token scale applied in fp32 after; ob_cuda_qlinear_forward given a `dots` buffer
