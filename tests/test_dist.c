@@ -482,23 +482,9 @@ static void test_id_file(void) {
              removed ? "yes" : "no", why_late, waited, stale_ok ? "yes" : "no");
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t l = sizeof a;
-    int port = -1;
-    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &l)) port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
 
 static void test_id_tcp(void) {
-    int port = free_port();
+    int port = tu_free_port();
     if (port <= 0) { tu_report("SKIP", "dist/id_tcp", "no loopback TCP socket on this machine"); return; }
     ob_dist d;
     memset(&d, 0, sizeof d);
@@ -519,7 +505,7 @@ static void test_id_tcp(void) {
     ob_dist lone = d;
     lone.rank = 2;
     lone.timeout_s = 0.5;
-    lone.master_port = free_port();
+    lone.master_port = tu_free_port();
     double t0 = ob_now_ms();
     int el = ob_dist_exchange_id(&lone, id);
     double waited = ob_now_ms() - t0;
@@ -529,7 +515,7 @@ static void test_id_tcp(void) {
     /* a rank started for another world size is refused on both sides */
     ob_dist two = d;
     two.world = 2;
-    two.master_port = free_port();
+    two.master_port = tu_free_port();
     two.timeout_s = 10.0;
     ob_dist wrong = two;
     wrong.world = 4;

@@ -126,19 +126,6 @@ static int read_result(int world, int rank, result *res) {
     if (f) fclose(f);
     return ok && res->status == 0;
 }
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t l = sizeof a;
-    int port = -1;
-    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &l)) port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
 static void tail_file(const char *name, char *out, size_t cap) {
     char path[700];
     snprintf(path, sizeof path, "%s/%s", g_out, name);
@@ -181,7 +168,7 @@ int main(int argc, char **argv) {
     }
     /* 2. two ranks, TCP rendezvous */
     char port[32];
-    snprintf(port, sizeof port, "MASTER_PORT=%d", free_port());
+    snprintf(port, sizeof port, "MASTER_PORT=%d", tu_free_port());
     const char *tcp[] = {"MASTER_ADDR=127.0.0.1", port, "ONEBIT_NCCL_TIMEOUT=120", NULL};
     double t0 = ob_now_ms();
     pid_t p0 = spawn(0, 2, tcp), p1 = spawn(1, 2, tcp);

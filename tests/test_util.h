@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int tu_failed = 0, tu_passed = 0, tu_skipped = 0;
 
@@ -35,4 +39,18 @@ static inline const char *tu_shared_dir(void) {
 }
 static inline int tu_path_exists(const char *p) { struct stat s; return stat(p, &s) == 0; }
 static inline int tu_exit(void) { return tu_failed ? 1 : 0; }
+/* a loopback TCP port free at the time of asking (bound to port 0, then released), -1 on error */
+static inline int tu_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t l = sizeof a;
+    int port = -1;
+    if (!bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &l)) port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
 #endif
