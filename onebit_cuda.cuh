@@ -2814,8 +2814,10 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
         /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
     } else {
-        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->dmo, &g->dmix, &g->dsm, &g->blk_res, &g->dq};
+        float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->blk_res, &g->dq};
         for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
+        float **ar1[] = {&g->dmo, &g->dmix, &g->dsm}; /* the sub-layer AttnRes backward's scratch */
+        for (size_t i = 0; i < sizeof ar1 / sizeof *ar1; i++) { float *p = c->attn_res == 1 ? F32(BT * D) : NULL; if (base) *ar1[i] = p; }
         float *p;
         __nv_bfloat16 *pb = BF(BT * D); if (base) g->dxf = pb;
         pb = BF(BT * D); if (base) g->blk_dn = pb;
