@@ -45,6 +45,8 @@ typedef struct ob_cuda_layer_acts {  /* device pointers; shapes as ob_layer_acts
     float *x_in, *x_mix, *n_attn, *rstd_attn, *q_rstd, *k_rstd, *n_y, *rstd_y, *x_attn;
     float *n_mlp, *rstd_mlp, *act, *n_act, *rstd_act, *x_mlp, *x_out, *attn_delta, *mlp_delta;
     __nv_bfloat16 *qkv, *attn_out, *h, *mlp_out;           /* the block's GEMM outputs, in bf16 as the seeds' autocast keeps them */
+    __nv_bfloat16 *nb_attn, *nb_mlp, *nb_y;                 /* with the bf16 stream: n_attn, n_mlp, n_y in bf16 only (the fp32
+                                                               ones NULL); the GEMM's operand itself when it is not binarised */
     float *beta_qkv, *beta_proj, *beta_fc, *beta_down;     /* (BT) token scales of binarised inputs */
     __nv_bfloat16 *in_qkv, *in_proj, *in_fc, *in_down;      /* GEMM inputs: signs (+-1) or bf16 values */
     __nv_bfloat16 *q, *k, *v, *o;                           /* attention operands (BT, H|Hkv, d) */
@@ -344,11 +346,11 @@ __global__ static void ob__k_rmsnorm_fwd(float *y, float *rstd, __nv_bfloat16 *y
     ss = ob__block_sum(ss);
     float r = rsqrtf(ss / C + 1.1920928955078125e-07f);
     if (threadIdx.x == 0 && rstd) rstd[blockIdx.x] = r;
-    float *yr = y + (size_t)blockIdx.x * C;
+    float *yr = y ? y + (size_t)blockIdx.x * C : NULL; /* y NULL: only the bf16 copy is kept */
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
         float v = ob__ldf(xr, i) * r;
         if (rnd) v = ob__bf16r(v);
-        yr[i] = v;
+        if (y) yr[i] = v;
         if (ybf) ybf[(size_t)blockIdx.x * C + i] = __float2bfloat16(v);
     }
 }
@@ -365,15 +367,15 @@ __device__ static inline float ob__act_grad(float v, float da, int kind) {
 /* ob_rmsnorm_backward: dx += rstd (dy - y mean(dy y)). */
 /* dx_bf non-NULL: the result goes there in bf16 (written, not added; dx unused), the operand of the
  * next GEMM without an fp32 round trip. */
-template <typename TDY>
-__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd, int C, int rnd) {
+template <typename TDY, typename TY>
+__global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const TY *y, const float *rstd, int C, int rnd) {
     size_t o = (size_t)blockIdx.x * C;
     float dot = 0.0f;
-    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += ob__ldf(dy, o + i) * y[o + i];
+    for (int i = threadIdx.x; i < C; i += blockDim.x) dot += ob__ldf(dy, o + i) * ob__ldf(y, o + i);
     dot = ob__block_sum(dot);
     float mean = dot / C, r = rstd[blockIdx.x];
     for (int i = threadIdx.x; i < C; i += blockDim.x) {
-        float v = r * (ob__ldf(dy, o + i) - y[o + i] * mean);
+        float v = r * (ob__ldf(dy, o + i) - ob__ldf(y, o + i) * mean);
         if (dx_bf) dx_bf[o + i] = __float2bfloat16(v);
         else dx[o + i] = rnd ? ob__bf16r(dx[o + i] + v) : dx[o + i] + v;
     }
@@ -381,14 +383,15 @@ __global__ static void ob__k_rmsnorm_bwd(float *dx, __nv_bfloat16 *dx_bf, const 
 /* ob_binarize_act_ref: beta = max(mean|x|, 1e-8) and the signs (+-1; 0 counts as +1) in bf16, scaled by
  * beta when `scaled` (the operand of the bf16 XNOR GEMM, rounded as the seeds' autocast rounds it) or not
  * (the exact path's integer dots). */
-__global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const float *x, int K, int scaled) {
+template <typename TX>
+__global__ static void ob__k_binarize_act(__nv_bfloat16 *sx, float *beta, const TX *x, int K, int scaled) {
     size_t o = (size_t)blockIdx.x * K;
     float s = 0.0f;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) s += fabsf(x[o + i]);
+    for (int i = threadIdx.x; i < K; i += blockDim.x) s += fabsf(ob__ldf(x, o + i));
     s = ob__block_sum(s);
     float bt = fmaxf(s / K, 1e-8f), mag = scaled ? bt : 1.0f;
     if (threadIdx.x == 0) beta[blockIdx.x] = bt;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) sx[o + i] = __float2bfloat16(x[o + i] >= 0.0f ? mag : -mag);
+    for (int i = threadIdx.x; i < K; i += blockDim.x) sx[o + i] = __float2bfloat16(ob__ldf(x, o + i) >= 0.0f ? mag : -mag);
 }
 
 /* The same three row kernels with the row held in registers: 128 threads per row, NV float4 per thread
@@ -486,8 +489,8 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
         }
     }
 }
-template <int NV>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(__nv_bfloat16 *sx, float *beta, const float *x, int K, int scaled) {
+template <int NV, typename TX>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(__nv_bfloat16 *sx, float *beta, const TX *x, int K, int scaled) {
     size_t o = (size_t)blockIdx.x * K;
     float4 v[NV];
     int n4 = ob__row_load<NV>(v, x + o, K);
@@ -1185,18 +1188,26 @@ static int ob__linear_bwd_w(ob_cuda_model *g, float *dW, const __nv_bfloat16 *dY
     return ob__gemm_rm(g, 0, 1, K, N, M, X, K, dY, N, dW, CUDA_R_32F, K, 1.0f, 1.0f, 1, 0, 0, 0);
 }
 
+/* a bf16 copy of an fp32 or bf16 array (the latter a plain copy; nothing when it is the same array) */
+static int ob__to_bf16(ob_cuda_model *g, __nv_bfloat16 *dst, const float *src, size_t n) {
+    ob__k_to_bf16<<<OB__ELEMS(n)>>>(dst, src, n);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+static int ob__to_bf16(ob_cuda_model *g, __nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t n) {
+    if (dst != src) OB_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, g->stream));
+    return OB_OK;
+}
+
 /* One quantised linear: out (M, N) = in (M, K) W^T. With a binarised input the product is the exact
  * XNOR form: the G group dot products of signs (integers, exact in fp32) from G GEMMs of depth g,
  * then y = beta (sum_g alpha_g dot_g). in_bf receives the signs (or the bf16 input), beta the scales. */
-template <typename TO>
-static int ob_cuda_qlinear_forward(ob_cuda_model *g, TO *out, const float *in, __nv_bfloat16 *in_bf, float *beta,
+template <typename TO, typename TI>
+static int ob_cuda_qlinear_forward(ob_cuda_model *g, TO *out, const TI *in, __nv_bfloat16 *in_bf, float *beta,
                                    const float *w_host, int M, int K, int N, int binarize_in, float *dots) {
     __nv_bfloat16 *wq = ob__dev_bf(g, w_host, g->wq);
     if (!binarize_in) {
-        if (in) { /* in NULL: the producer already wrote the bf16 operand into in_bf */
-            ob__k_to_bf16<<<OB__ELEMS((size_t)M * K)>>>(in_bf, in, (size_t)M * K);
-            OB_CUDA_LAUNCHED();
-        }
+        if (in) OB_TRY(ob__to_bf16(g, in_bf, in, (size_t)M * K)); /* in NULL: the producer already wrote in_bf */
         return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
     }
     int gs = g->cfg.group_size, G = K / gs, nv = ob__row_nv(K), scaled = dots == NULL;
@@ -1233,6 +1244,7 @@ static int ob_cuda_qlinear_backward(ob_cuda_model *g, __nv_bfloat16 *din, const 
 
 template <typename TX>
 static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int M, int C) {
+    /* y NULL: only ybf is written (the bf16 stream's normed GEMM inputs) */
     int nv = ob__row_nv(C);
     if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_fwd_v, nv, M, y, rstd, ybf, x, C, -1, g->bf16_stream);
     else ob__k_rmsnorm_fwd<<<M, 256, 0, g->stream>>>(y, rstd, ybf, x, C, g->bf16_stream);
@@ -1241,8 +1253,8 @@ static int ob_cuda_rmsnorm_forward(ob_cuda_model *g, float *y, float *rstd, __nv
 }
 /* dx += the gradient (dx_bf NULL), or dx_bf = bf16(the gradient): the operand of the GEMM that
  * consumes it, with no fp32 copy, no zeroing and no separate cast. */
-template <typename TDY>
-static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *y, const float *rstd,
+template <typename TDY, typename TY>
+static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const TY *y, const float *rstd,
                                        int M, int C) {
     int nv = ob__row_nv(C);
     if (nv) OB__ROW_LAUNCH(ob__k_rmsnorm_bwd_v, nv, M, dx, dx_bf, dy, y, rstd, C, -1, (const __nv_bfloat16 *)NULL, g->bf16_stream);
@@ -1250,8 +1262,8 @@ static int ob_cuda_rmsnorm_backward_to(ob_cuda_model *g, float *dx, __nv_bfloat1
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-template <typename TDY>
-static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const TDY *dy, const float *y, const float *rstd, int M, int C) {
+template <typename TDY, typename TY>
+static int ob_cuda_rmsnorm_backward(ob_cuda_model *g, float *dx, const TDY *dy, const TY *y, const float *rstd, int M, int C) {
     return ob_cuda_rmsnorm_backward_to(g, dx, NULL, dy, y, rstd, M, C);
 }
 /* The MLP's elementwise activation and its normed projection's RMSNorm fused: y = rms_norm(act(h))
@@ -2586,13 +2598,32 @@ static int ob__cu_mlp_fused(const ob_config *c) {
 static int ob__cu_nact_in_bf16(const ob_cuda_model *g) {
     return g->bf16_stream && ob__cu_mlp_fused(&g->cfg) && g->cfg.binarize_act != 1;
 }
+/* The RMSNorms whose output only feeds a GEMM (n_attn, n_mlp, n_y): with the bf16 stream their
+ * output is kept in bf16 only (nb: the fp32 copy would hold the same values), written straight into
+ * the GEMM's operand when that input is not binarised; else in fp32 (n). Forward, the product, and
+ * the backward that reads the output back. */
+template <typename TX>
+static int ob__cu_norm_in(ob_cuda_model *g, float *n, __nv_bfloat16 *nb, float *rstd, const TX *x, int M, int C) {
+    return g->bf16_stream ? ob_cuda_rmsnorm_forward(g, (float *)NULL, rstd, nb, x, M, C) : ob_cuda_rmsnorm_forward(g, n, rstd, (__nv_bfloat16 *)NULL, x, M, C);
+}
+static int ob__cu_norm_in_qlinear(ob_cuda_model *g, __nv_bfloat16 *out, const float *n, const __nv_bfloat16 *nb, __nv_bfloat16 *in_bf, float *beta,
+                                  const float *w_host, int M, int K, int N, int binarize_in) {
+    if (g->bf16_stream) return ob_cuda_qlinear_forward(g, out, nb, in_bf, beta, w_host, M, K, N, binarize_in, (float *)NULL);
+    return ob_cuda_qlinear_forward(g, out, n, in_bf, beta, w_host, M, K, N, binarize_in, (float *)NULL);
+}
+template <typename TDY>
+static int ob__cu_norm_in_backward(ob_cuda_model *g, float *dx, __nv_bfloat16 *dx_bf, const TDY *dy, const float *n, const __nv_bfloat16 *nb,
+                                   const float *rstd, int M, int C) {
+    if (g->bf16_stream) return ob_cuda_rmsnorm_backward_to(g, dx, dx_bf, dy, nb, rstd, M, C);
+    return ob_cuda_rmsnorm_backward_to(g, dx, dx_bf, dy, n, rstd, M, C);
+}
 
 static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     const ob_config *c = &g->cfg;
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim, H = c->num_heads, Hkv = c->num_kv_heads, d = D / H, nqkv = D + 2 * Hkv * d;
-    OB_TRY(ob_cuda_qlinear_forward(g, A->qkv, A->n_attn, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1, NULL));
+    OB_TRY(ob__cu_norm_in_qlinear(g, A->qkv, A->n_attn, A->nb_attn, A->in_qkv, A->beta_qkv, hp->c_qkv, BT, D, nqkv, c->binarize_act >= 1));
     ob__k_headnorm_rope_fwd<<<ob__blocks((size_t)BT * H * 32, 256), 256, 0, g->stream>>>(A->q, A->q_rstd, A->qkv, nqkv, g->rope_cos, g->rope_sin,
                                                                                           OB__Q(hp->q_gain), BT, T, H, d, c->qk_norm);
     OB_CUDA_LAUNCHED();
@@ -2603,12 +2634,11 @@ static int ob__cu_attn_branch_forward(ob_cuda_model *g, int l) {
     OB_CUDA_LAUNCHED();
     OB_TRY(ob_cuda_attention_fwd(g, A, B, T));
     /* the heads' output y is the kernel's bf16 o, normed from there (or taken as it is) */
-    if (c->normed_proj) OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_y, A->rstd_y, NULL, A->o, BT, D));
-    else {
-        ob__k_bf16_to_f32<<<OB__ELEMS((size_t)BT * D)>>>(A->n_y, A->o, (size_t)BT * D);
-        OB_CUDA_LAUNCHED();
+    if (c->normed_proj) {
+        OB_TRY(ob__cu_norm_in(g, A->n_y, A->nb_y, A->rstd_y, A->o, BT, D));
+        return ob__cu_norm_in_qlinear(g, A->attn_out, A->n_y, A->nb_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1);
     }
-    return ob_cuda_qlinear_forward(g, A->attn_out, A->n_y, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, NULL);
+    return ob_cuda_qlinear_forward(g, A->attn_out, A->o, A->in_proj, A->beta_proj, hp->attn_proj, BT, D, D, c->binarize_act >= 1, (float *)NULL);
 }
 
 /* g->g_bf holds bf16(d attn_out) (ob_cuda_scaled_add_backward put it there); dn receives d n_attn
@@ -2623,7 +2653,7 @@ static int ob__cu_attn_branch_backward(ob_cuda_model *g, int l, __nv_bfloat16 *d
     /* the attention output's gradient in bf16 for the kernel (without the norm: the GEMM's own dX);
      * dq, dk, dv in fp32 */
     if (c->normed_proj) {
-        OB_TRY(ob_cuda_rmsnorm_backward_to(g, NULL, g->g_bf, dn_y, A->n_y, A->rstd_y, BT, D));
+        OB_TRY(ob__cu_norm_in_backward(g, NULL, g->g_bf, dn_y, A->n_y, A->nb_y, A->rstd_y, BT, D));
         d_o = g->g_bf;
     }
     OB_TRY(ob_cuda_attention_bwd(g, A, d_o, g->dq, g->dk, g->dv, B, T));
@@ -2646,7 +2676,7 @@ static int ob__cu_mlp_branch_forward(ob_cuda_model *g, int l) {
     ob_cuda_layer_acts *A = &g->L[l];
     const ob_block_params *hp = ob__cu_hp(g, l);
     int BT = g->B * g->T, D = c->model_dim, F = c->mlp_mult * D, rows = c->activation == OB_ACT_SWIGLU ? 2 * F : F;
-    OB_TRY(ob_cuda_qlinear_forward(g, A->h, A->n_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1, NULL));
+    OB_TRY(ob__cu_norm_in_qlinear(g, A->h, A->n_mlp, A->nb_mlp, A->in_fc, A->beta_fc, hp->fc, BT, D, rows, c->binarize_act >= 1));
     int bin_down = c->binarize_act == 1;
     if (ob__cu_mlp_fused(c)) { /* act + norm in one pass; a float down-projection input is written in bf16 there too */
         OB_TRY(ob_cuda_act_rmsnorm_forward(g, ob__cu_nact_in_bf16(g) ? NULL : A->n_act, A->rstd_act, bin_down ? NULL : A->in_down, A->h, BT, F,
@@ -2690,10 +2720,10 @@ static int ob__cu_block_forward(ob_cuda_model *g, int l, const float *x_in) {
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
     A->x_in = (float *)x_in; /* kept intact until the backward: every block input is a buffer of its own */
     OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D));
-    OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_attn, A->rstd_attn, NULL, A->x_mix, BT, D));
+    OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
     OB_TRY(ob__cu_attn_branch_forward(g, l));
     OB_TRY(ob_cuda_scaled_add_forward(g, A->x_attn, A->x_mix, OB__Q(hp->attn_scale), A->attn_out, BT, D));
-    OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_mlp, A->rstd_mlp, NULL, A->x_attn, BT, D));
+    OB_TRY(ob__cu_norm_in(g, A->n_mlp, A->nb_mlp, A->rstd_mlp, A->x_attn, BT, D));
     OB_TRY(ob__cu_mlp_branch_forward(g, l));
     OB_TRY(ob_cuda_scaled_add_forward(g, A->x_mlp, A->x_attn, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
     if (hp->smear_gate) return ob_cuda_smear_forward(g, A->x_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D);
@@ -2715,10 +2745,10 @@ static int ob__cu_block_backward(ob_cuda_model *g, int l, const float *dx_out, f
     } else OB_CUDA_CHECK(cudaMemcpyAsync(dres, dx_out, BTD * sizeof(float), cudaMemcpyDeviceToDevice, g->stream));
     OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(hp->mlp_scale), dres, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
     OB_TRY(ob__cu_mlp_branch_backward(g, l, dn));
-    OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_mlp, A->rstd_mlp, BT, D));
+    OB_TRY(ob__cu_norm_in_backward(g, dres, NULL, dn, A->n_mlp, A->nb_mlp, A->rstd_mlp, BT, D));
     OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(hp->attn_scale), dres, OB__Q(hp->attn_scale), A->attn_out, BT, D));
     OB_TRY(ob__cu_attn_branch_backward(g, l, dn));
-    OB_TRY(ob_cuda_rmsnorm_backward(g, dres, dn, A->n_attn, A->rstd_attn, BT, D));
+    OB_TRY(ob__cu_norm_in_backward(g, dres, NULL, dn, A->n_attn, A->nb_attn, A->rstd_attn, BT, D));
     return ob_cuda_resid_mix_backward(g, dx_in, dx0, OB__G(hp->resid_mix), dres, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D);
 }
 
@@ -2777,15 +2807,20 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         for (int l = 0; l < le; l++) {
             ob_cuda_layer_acts A;
             A.x_in = NULL; /* points at its input (a block output, a skip sum, an AttnRes mix): set by the forward */
-            A.x_mix = F32(BT * D); A.n_attn = F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
-            A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.n_y = F32(BT * D); A.rstd_y = F32(BT);
-            A.attn_out = BF(BT * D); A.x_attn = F32(BT * D); A.n_mlp = F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
+            A.x_mix = F32(BT * D); A.n_attn = g->bf16_stream ? NULL : F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
+            A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.n_y = g->bf16_stream ? NULL : F32(BT * D); A.rstd_y = F32(BT);
+            A.attn_out = BF(BT * D); A.x_attn = F32(BT * D); A.n_mlp = g->bf16_stream ? NULL : F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
             A.act = ob__cu_mlp_fused(c) ? NULL : F32(BT * F); /* act(h) is not stored when fused */
             A.n_act = ob__cu_nact_in_bf16(g) ? NULL : F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = BF(BT * D); A.x_mlp = F32(BT * D);
             A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
             A.attn_delta = c->attn_res == 1 ? F32(BT * D) : NULL; A.mlp_delta = c->attn_res == 1 ? F32(BT * D) : NULL;
             A.beta_qkv = F32(BT); A.beta_proj = F32(BT); A.beta_fc = F32(BT); A.beta_down = F32(BT);
             A.in_qkv = BF(BT * D); A.in_proj = BF(BT * D); A.in_fc = BF(BT * D); A.in_down = BF(BT * F);
+            if (g->bf16_stream) { /* the normed GEMM inputs in bf16 only (ob__cu_norm_in) */
+                int bin = c->binarize_act >= 1;
+                A.n_attn = A.n_mlp = A.n_y = NULL;
+                A.nb_attn = bin ? BF(BT * D) : A.in_qkv; A.nb_mlp = bin ? BF(BT * D) : A.in_fc; A.nb_y = bin ? BF(BT * D) : A.in_proj;
+            } else A.nb_attn = A.nb_mlp = A.nb_y = NULL;
             A.q = BF(BT * D); A.k = BF(BT * Hkv * d); A.v = BF(BT * Hkv * d); A.o = BF(BT * D); A.lse = F32((size_t)B * H * T);
             if (base) g->L[l] = A;
         }
@@ -3049,12 +3084,12 @@ OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets
             OB_TRY(ob__cu_ar_attend(g, 2 * l, 2 * l, 2 * l + 1));
             A->x_in = g->ar_out + (size_t)2 * l * BTD;
             OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
-            OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_attn, A->rstd_attn, NULL, A->x_mix, BT, D));
+            OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
             OB_TRY(ob__cu_attn_branch_forward(g, l));
             OB_TRY(ob_cuda_scaled_add_forward(g, A->attn_delta, NULL, OB__Q(bp->attn_scale), A->attn_out, BT, D));
             OB_TRY(ob__cu_ar_store(g, 2 * l + 1, A->attn_delta));
             OB_TRY(ob__cu_ar_attend(g, 2 * l + 1, 2 * l + 1, 2 * l + 2));
-            OB_TRY(ob_cuda_rmsnorm_forward(g, A->n_mlp, A->rstd_mlp, NULL, g->ar_out + (size_t)(2 * l + 1) * BTD, BT, D));
+            OB_TRY(ob__cu_norm_in(g, A->n_mlp, A->nb_mlp, A->rstd_mlp, g->ar_out + (size_t)(2 * l + 1) * BTD, BT, D));
             OB_TRY(ob__cu_mlp_branch_forward(g, l));
             OB_TRY(ob_cuda_scaled_add_forward(g, A->mlp_delta, NULL, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
             OB_TRY(ob__cu_ar_store(g, 2 * l + 2, A->mlp_delta));
@@ -3189,14 +3224,14 @@ OB_DEF int ob_cuda_model_backward(ob_cuda_model *g, float loss_scale) {
                 OB_TRY(ob__cu_ar_finish(g, 2 * l + 2));
                 OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(bp->mlp_scale), g->dS + (size_t)(2 * l + 2) * BTD, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
                 OB_TRY(ob__cu_mlp_branch_backward(g, l, dnb));
-                OB_TRY(ob_cuda_rmsnorm_backward(g, dmo, dnb, A->n_mlp, A->rstd_mlp, BT, D));
+                OB_TRY(ob__cu_norm_in_backward(g, dmo, NULL, dnb, A->n_mlp, A->nb_mlp, A->rstd_mlp, BT, D));
                 OB_TRY(ob__cu_ar_attend_backward(g, 2 * l + 1, 2 * l + 1, 2 * l + 2, dmo));
                 OB_TRY(ob__cu_ar_finish(g, 2 * l + 1));
                 OB_TRY(ob_cuda_scaled_add_backward(g, NULL, OB__G(bp->attn_scale), g->dS + (size_t)(2 * l + 1) * BTD, OB__Q(bp->attn_scale), A->attn_out, BT, D));
                 OB_TRY(ob__cu_attn_branch_backward(g, l, dnb));
                 float *dmix = g->dmix;
                 OB_CUDA_CHECK(cudaMemsetAsync(dmix, 0, BTD * sizeof(float), g->stream));
-                OB_TRY(ob_cuda_rmsnorm_backward(g, dmix, dnb, A->n_attn, A->rstd_attn, BT, D));
+                OB_TRY(ob__cu_norm_in_backward(g, dmix, NULL, dnb, A->n_attn, A->nb_attn, A->rstd_attn, BT, D));
                 OB_CUDA_CHECK(cudaMemsetAsync(dmo, 0, BTD * sizeof(float), g->stream));
                 OB_TRY(ob_cuda_resid_mix_backward(g, dmo, g->dx0, OB__G(bp->resid_mix), dmix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
                 OB_TRY(ob__cu_ar_attend_backward(g, 2 * l, 2 * l, 2 * l + 1, dmo));
