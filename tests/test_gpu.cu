@@ -775,13 +775,19 @@ static void on_crash(int sig) {
     _exit(1);
 }
 
-/* test_gpu [GROUP]: every group, or the groups whose name contains GROUP (kernels, model, fixtures,
- * optimizer, backend, eval_backend) */
-static const char *only_group;
+/* test_gpu [GROUP [CASE]]: every group, or the groups whose name contains GROUP (kernels, model, fixtures,
+ * optimizer, backend, eval_backend); CASE keeps only the model variants / fixtures whose name contains
+ * it (compute-sanitizer runs them one at a time, in parallel) */
+static const char *only_group, *only_case;
 static int want(const char *group) { return !only_group || strstr(group, only_group); }
+static int want_case(const char *name) { return !only_case || strstr(name, only_case); }
+static void model_case(const char *name, ob_config cfg, int B, int T, uint64_t seed) {
+    if (want_case(name)) test_model(name, cfg, B, T, seed);
+}
 
 int main(int argc, char **argv) {
     only_group = argc > 1 ? argv[1] : NULL;
+    only_case = argc > 2 ? argv[2] : NULL;
     setvbuf(stdout, NULL, _IOLBF, 0); /* a crash keeps the lines printed before it */
     signal(SIGSEGV, on_crash);
     if (!ob_cuda_available()) {
@@ -798,19 +804,19 @@ int main(int argc, char **argv) {
     base.train_seq_len = 128;
     ob_config c;
     if (want("model")) {
-        c = base; test_model("xnor_mode2_signsq", c, 2, 128, 1);
-        c = base; c.storage_exact = 0; test_model("xnor_mode2_seedforward", c, 3, 80, 2);
+        c = base; model_case("xnor_mode2_signsq", c, 2, 128, 1);
+        c = base; c.storage_exact = 0; model_case("xnor_mode2_seedforward", c, 3, 80, 2);
         c = base; c.binarize_act = 1; c.activation = OB_ACT_RELU2; c.smear = 1; c.scale_fp8 = 1; c.num_layers = 5; c.embed_dim = 96;
-        test_model("xnor_mode1_relu2_smear_scalefp8", c, 2, 64, 3);
-        c = base; c.attn_res = 2; test_model("xnor_mode2_attnres2", c, 2, 64, 4);
-        c = base; c.attn_res = 1; c.activation = OB_ACT_SWIGLU; c.smear = 1; c.binarize_act = 1; c.num_layers = 3; test_model("xnor_mode1_swiglu_attnres1_smear", c, 2, 64, 5);
+        model_case("xnor_mode1_relu2_smear_scalefp8", c, 2, 64, 3);
+        c = base; c.attn_res = 2; model_case("xnor_mode2_attnres2", c, 2, 64, 4);
+        c = base; c.attn_res = 1; c.activation = OB_ACT_SWIGLU; c.smear = 1; c.binarize_act = 1; c.num_layers = 3; model_case("xnor_mode1_swiglu_attnres1_smear", c, 2, 64, 5);
         c = base; c.binarize_act = 0; c.tie_embeddings = 0; c.softcap_type = OB_SOFTCAP_TANH; c.logit_softcap = 30.0f; c.rope_type = OB_ROPE_PLAIN;
-        c.rope_base = 10000.0f; c.embed_dim = 0; c.fp8_qat = 0; test_model("bwn_mode0_untied_tanh", c, 2, 64, 6);
+        c.rope_base = 10000.0f; c.embed_dim = 0; c.fp8_qat = 0; model_case("bwn_mode0_untied_tanh", c, 2, 64, 6);
         c = base; c.binarize_act = 0; c.vocab_bias = 1; c.smear = 1; c.activation = OB_ACT_RELU2; c.vocab_size = 512; c.embed_dim = 48;
-        test_model("binary_smear_vocabbias", c, 2, 64, 7);
+        model_case("binary_smear_vocabbias", c, 2, 64, 7);
         c = base; c.binarize_act = 0; c.weight_quant = OB_WEIGHTS_TERNARY; c.num_layers = 2; c.recurrence = 3; c.softcap_type = OB_SOFTCAP_TANH;
-        c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; test_model("ternary_recurrence", c, 2, 64, 8);
-        c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; test_model("plain_leaky", c, 2, 64, 9);
+        c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; model_case("ternary_recurrence", c, 2, 64, 8);
+        c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; model_case("plain_leaky", c, 2, 64, 9);
     }
 
     const char *dir = tu_shared_dir();
@@ -818,7 +824,7 @@ int main(int argc, char **argv) {
                                      "xnor_mode1_swiglu_attnres1_smear", "bwn_mode0_untied_tanh", "binary_smear_vocabbias"};
     if (want("fixtures")) {
         if (!dir) tu_report("SKIP", "gpu/fixtures", "../shared (or $ONEBIT_SHARED) is absent");
-        else for (int i = 0; i < 6; i++) test_fixture(dir, fixtures[i]);
+        else for (int i = 0; i < 6; i++) if (want_case(fixtures[i])) test_fixture(dir, fixtures[i]);
     }
     if (want("optimizer")) { test_optimizer(0); test_optimizer(1); }
     if (want("backend")) test_backend();
