@@ -47,6 +47,8 @@ typedef struct ob_cuda_layer_acts {  /* device pointers; shapes as ob_layer_acts
     __nv_bfloat16 *qkv, *attn_out, *h, *mlp_out;           /* the block's GEMM outputs, in bf16 as the seeds' autocast keeps them */
     __nv_bfloat16 *nb_attn, *nb_mlp, *nb_y;                 /* with the bf16 stream: n_attn, n_mlp, n_y in bf16 only (the fp32
                                                                ones NULL); the GEMM's operand itself when it is not binarised */
+    __nv_bfloat16 *xb_mix, *xb_attn;                        /* with the bf16 stream: x_mix, x_attn in bf16 (the fp32 ones NULL),
+                                                               one scratch shared by every layer: only the block's forward reads them */
     float *beta_qkv, *beta_proj, *beta_fc, *beta_down;     /* (BT) token scales of binarised inputs */
     __nv_bfloat16 *in_qkv, *in_proj, *in_fc, *in_down;      /* GEMM inputs: signs (+-1) or bf16 values */
     __nv_bfloat16 *q, *k, *v, *o;                           /* attention operands (BT, H|Hkv, d) */
@@ -416,22 +418,11 @@ __device__ static int ob__row_load(float4 (&v)[NV], const T *row, int C) {
     }
     return n4;
 }
-/* act >= 0: the row is the MLP's pre-activation h and the norm applies to act(h) (the activation and
- * the normed projection's RMSNorm in one pass; act(h) itself is never stored). */
-template <int NV, typename TX>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C,
-                                                                              int act, int rnd) {
-    size_t o = (size_t)blockIdx.x * C;
-    float4 v[NV];
-    int n4 = ob__row_load<NV>(v, x + o, C);
-    if (act >= 0) {
-#pragma unroll
-        for (int j = 0; j < NV; j++) { /* padding lanes stay 0: act(0) = 0 for every elementwise kind */
-            v[j].x = ob__act_value(v[j].x, act); v[j].y = ob__act_value(v[j].y, act);
-            v[j].z = ob__act_value(v[j].z, act); v[j].w = ob__act_value(v[j].w, act);
-            if (rnd) { v[j].x = ob__bf16r(v[j].x); v[j].y = ob__bf16r(v[j].y); v[j].z = ob__bf16r(v[j].z); v[j].w = ob__bf16r(v[j].w); }
-        }
-    }
+/* The RMSNorm of a row held in registers (padding lanes 0), written to y (fp32) and / or ybf (bf16),
+ * rstd per row: the one tail of every register-held forward norm, so fused and separate kernels
+ * compute the same sums in the same order. */
+template <int NV>
+__device__ static void ob__row_rmsnorm_store(const float4 (&v)[NV], int n4, size_t o, float *y, float *rstd, __nv_bfloat16 *ybf, int C, int rnd) {
     float ss = 0.0f;
 #pragma unroll
     for (int j = 0; j < NV; j++) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
@@ -451,6 +442,24 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(fl
             yb[1] = __floats2bfloat162_rn(w.z, w.w);
         }
     }
+}
+/* act >= 0: the row is the MLP's pre-activation h and the norm applies to act(h) (the activation and
+ * the normed projection's RMSNorm in one pass; act(h) itself is never stored). */
+template <int NV, typename TX>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_fwd_v(float *y, float *rstd, __nv_bfloat16 *ybf, const TX *x, int C,
+                                                                              int act, int rnd) {
+    size_t o = (size_t)blockIdx.x * C;
+    float4 v[NV];
+    int n4 = ob__row_load<NV>(v, x + o, C);
+    if (act >= 0) {
+#pragma unroll
+        for (int j = 0; j < NV; j++) { /* padding lanes stay 0: act(0) = 0 for every elementwise kind */
+            v[j].x = ob__act_value(v[j].x, act); v[j].y = ob__act_value(v[j].y, act);
+            v[j].z = ob__act_value(v[j].z, act); v[j].w = ob__act_value(v[j].w, act);
+            if (rnd) { v[j].x = ob__bf16r(v[j].x); v[j].y = ob__bf16r(v[j].y); v[j].z = ob__bf16r(v[j].z); v[j].w = ob__bf16r(v[j].w); }
+        }
+    }
+    ob__row_rmsnorm_store<NV>(v, n4, o, y, rstd, ybf, C, rnd);
 }
 /* dx_bf non-NULL: the result is written there in bf16 (dx unused). act >= 0 (with dx_bf): the
  * forward was ob__k_rmsnorm_fwd_v with that activation, h its input: the result is d/dh, the
@@ -541,21 +550,65 @@ __global__ static void ob__k_xnor_combine(TO *y, const float *dots, const float 
 /* ob_binarize_weights_ref / ob_ternarize_weights_ref on the device (one block per group) are not
  * needed: the forward weights come from ob_model_quantize's exact values (see ob_cuda_model_quantize). */
 
-/* ob__resid_mix_forward */
-__global__ static void ob__k_resid_mix_fwd(float *out, const float *x, const float *x0, const float *mix, int D, size_t n, int rnd) {
+/* The stream's two sums, spelled out (fma and mul, no contraction left to the compiler) so that the
+ * separate kernels and the fused ones below round identically: the residual mix m0 x + m1 x0, and
+ * the scaled add x + s y. */
+__device__ static inline float ob__mix_value(float m0, float x, float m1, float x0) { return __fmaf_rn(m0, x, __fmul_rn(m1, x0)); }
+__device__ static inline float ob__sadd_value(float x, float s, float y) { return __fmaf_rn(s, y, x); }
+__device__ static inline void ob__stf(float *p, size_t i, float v) { p[i] = v; }
+__device__ static inline void ob__stf(__nv_bfloat16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
+/* four consecutive values of a row at float4 index i: 16 bytes of fp32 or 8 of bf16 (ob__ld4's stores) */
+__device__ static inline void ob__st4(float *row, int i, float4 v) { reinterpret_cast<float4 *>(row)[i] = v; }
+__device__ static inline void ob__st4(__nv_bfloat16 *row, int i, float4 v) {
+    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(row) + 2 * i;
+    p[0] = __floats2bfloat162_rn(v.x, v.y);
+    p[1] = __floats2bfloat162_rn(v.z, v.w);
+}
+
+/* ob__resid_mix_forward (out in fp32, or in bf16 with the bf16 stream: its values are bf16 already) */
+template <typename TO>
+__global__ static void ob__k_resid_mix_fwd(TO *out, const float *x, const float *x0, const float *mix, int D, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         int c = (int)(i % (size_t)D);
-        float v = mix[c] * x[i] + mix[D + c] * x0[i];
-        out[i] = rnd ? ob__bf16r(v) : v;
+        float v = ob__mix_value(mix[c], x[i], mix[D + c], x0[i]);
+        ob__stf(out, i, rnd ? ob__bf16r(v) : v);
     }
 }
 /* ob__scaled_add_forward: out = x + scale (.) y (x may be NULL; y a branch's bf16 output or fp32). */
-template <typename TY>
-__global__ static void ob__k_scaled_add_fwd(float *out, const float *x, const float *scale, const TY *y, int D, size_t n, int rnd) {
+template <typename TO, typename TX, typename TY>
+__global__ static void ob__k_scaled_add_fwd(TO *out, const TX *x, const float *scale, const TY *y, int D, size_t n, int rnd) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float v = (x ? x[i] : 0.0f) + scale[i % (size_t)D] * ob__ldf(y, i);
-        out[i] = rnd ? ob__bf16r(v) : v;
+        float v = ob__sadd_value(x ? ob__ldf(x, i) : 0.0f, scale[i % (size_t)D], ob__ldf(y, i));
+        ob__stf(out, i, rnd ? ob__bf16r(v) : v);
     }
+}
+/* The residual mix or a scaled add fused with the RMSNorm that reads its result (the attention's
+ * input norm, the MLP's input norm), one pass over the row held in registers:
+ *   s = pa (.) a + pb (.) b  (ob__mix_value)   or, pa NULL,   s = a + pb (.) b  (ob__sadd_value),
+ * rounded to bf16 when rnd, stored in sx (NULL: not kept) and normed by ob__row_rmsnorm_store: the
+ * values the separate kernels store and read, one read and one write fewer. */
+template <int NV, typename TS, typename TA, typename TB>
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_sum_rmsnorm_fwd_v(TS *sx, float *y, float *rstd, __nv_bfloat16 *ybf, const TA *a,
+                                                                                 const float *pa, const TB *b, const float *pb, int C, int rnd) {
+    size_t o = (size_t)blockIdx.x * C;
+    float4 v[NV], w[NV];
+    int n4 = ob__row_load<NV>(v, a + o, C);
+    ob__row_load<NV>(w, b + o, C);
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        int i = threadIdx.x + j * OB__ROW_THREADS;
+        if (i >= n4) break; /* padding lanes stay 0 */
+        float *e = &v[j].x;
+        const float *f = &w[j].x;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int c = 4 * i + k;
+            float t = pa ? ob__mix_value(pa[c], e[k], pb[c], f[k]) : ob__sadd_value(e[k], pb[c], f[k]);
+            e[k] = rnd ? ob__bf16r(t) : t;
+        }
+        if (sx) ob__st4(sx + o, i, v[j]);
+    }
+    ob__row_rmsnorm_store<NV>(v, n4, o, y, rstd, ybf, C, rnd);
 }
 /* Column sums of a (rows, D) product a (.) b in a fixed order (deterministic): partials per block of
  * OB__COLSUM_ROWS rows (enough blocks to keep the loads in flight), then a second kernel. Used for the
@@ -1291,11 +1344,20 @@ static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-template <typename TY>
-static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const TY *y, int BT, int D) {
+/* x fp32 (or NULL), or bf16 (the bf16 stream's x_mix / x_attn); out bf16 only with the bf16 stream */
+template <typename TO, typename TX, typename TY>
+static int ob__cu_scaled_add_forward(ob_cuda_model *g, TO *out, const TX *x, const float *scale, const TY *y, int BT, int D) {
     ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
+}
+template <typename TY>
+static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const TY *y, int BT, int D) {
+    return ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D);
+}
+template <typename TY>
+static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const __nv_bfloat16 *x, const float *scale, const TY *y, int BT, int D) {
+    return ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D);
 }
 /* dy = scale dout (overwrites; dy NULL: into g->g_bf in bf16, for the branch's GEMM), dscale += sum dout y */
 template <typename TY>
@@ -1307,8 +1369,39 @@ static int ob_cuda_scaled_add_backward(ob_cuda_model *g, float *dy, float *dscal
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-static int ob_cuda_resid_mix_forward(ob_cuda_model *g, float *out, const float *x, const float *x0, const float *mix, int BT, int D) {
+template <typename TO>
+static int ob_cuda_resid_mix_forward(ob_cuda_model *g, TO *out, const float *x, const float *x0, const float *mix, int BT, int D) {
     ob__k_resid_mix_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, x0, mix, D, (size_t)BT * D, g->bf16_stream);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+/* The residual mix and the attention's input RMSNorm in one pass (bf16 stream): out = the mix in bf16
+ * (NULL: not kept), nb = its norm in bf16, rstd; the same values as ob_cuda_resid_mix_forward and then
+ * ob_cuda_rmsnorm_forward, which it falls back to when the row does not fit the register-held kernel. */
+static int ob_cuda_resid_mix_rmsnorm_forward(ob_cuda_model *g, __nv_bfloat16 *out, __nv_bfloat16 *nb, float *rstd, const float *x, const float *x0,
+                                             const float *mix, int BT, int D) {
+    if (!g->bf16_stream) return ob_set_error(OB_ERR_ARG, "resid_mix_rmsnorm: only with the bf16 stream (its bf16 stores are exact there)");
+    int nv = ob__row_nv(D);
+    if (!nv) {
+        if (!out) return ob_set_error(OB_ERR_ARG, "resid_mix_rmsnorm: a row of %d does not fit the fused kernel and no buffer was given for the mix", D);
+        OB_TRY(ob_cuda_resid_mix_forward(g, out, x, x0, mix, BT, D));
+        return ob_cuda_rmsnorm_forward(g, (float *)NULL, rstd, nb, out, BT, D);
+    }
+    OB__ROW_LAUNCH(ob__k_sum_rmsnorm_fwd_v, nv, BT, out, (float *)NULL, rstd, nb, x, mix, x0, mix + D, D, g->bf16_stream);
+    OB_CUDA_LAUNCHED();
+    return OB_OK;
+}
+/* The attention's scaled add and the MLP's input RMSNorm in one pass (bf16 stream): out = x + scale (.) y
+ * in bf16, nb its norm in bf16, rstd; as ob_cuda_scaled_add_forward then ob_cuda_rmsnorm_forward. */
+static int ob_cuda_scaled_add_rmsnorm_forward(ob_cuda_model *g, __nv_bfloat16 *out, __nv_bfloat16 *nb, float *rstd, const __nv_bfloat16 *x,
+                                              const float *scale, const __nv_bfloat16 *y, int BT, int D) {
+    if (!g->bf16_stream) return ob_set_error(OB_ERR_ARG, "scaled_add_rmsnorm: only with the bf16 stream (its bf16 stores are exact there)");
+    int nv = ob__row_nv(D);
+    if (!nv) {
+        OB_TRY(ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D));
+        return ob_cuda_rmsnorm_forward(g, (float *)NULL, rstd, nb, out, BT, D);
+    }
+    OB__ROW_LAUNCH(ob__k_sum_rmsnorm_fwd_v, nv, BT, out, (float *)NULL, rstd, nb, x, (const float *)NULL, y, scale, D, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
@@ -2719,13 +2812,21 @@ static int ob__cu_block_forward(ob_cuda_model *g, int l, const float *x_in) {
     const ob_block_params *hp = ob__cu_hp(g, l);
     int B = g->B, T = g->T, BT = B * T, D = c->model_dim;
     A->x_in = (float *)x_in; /* kept intact until the backward: every block input is a buffer of its own */
-    OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D));
-    OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
-    OB_TRY(ob__cu_attn_branch_forward(g, l));
-    OB_TRY(ob_cuda_scaled_add_forward(g, A->x_attn, A->x_mix, OB__Q(hp->attn_scale), A->attn_out, BT, D));
-    OB_TRY(ob__cu_norm_in(g, A->n_mlp, A->nb_mlp, A->rstd_mlp, A->x_attn, BT, D));
-    OB_TRY(ob__cu_mlp_branch_forward(g, l));
-    OB_TRY(ob_cuda_scaled_add_forward(g, A->x_mlp, A->x_attn, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    if (g->bf16_stream) { /* the sums and the norms after them fused; x_mix, x_attn in bf16 (exact: the stream's values are bf16) */
+        OB_TRY(ob_cuda_resid_mix_rmsnorm_forward(g, A->xb_mix, A->nb_attn, A->rstd_attn, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D));
+        OB_TRY(ob__cu_attn_branch_forward(g, l));
+        OB_TRY(ob_cuda_scaled_add_rmsnorm_forward(g, A->xb_attn, A->nb_mlp, A->rstd_mlp, A->xb_mix, OB__Q(hp->attn_scale), A->attn_out, BT, D));
+        OB_TRY(ob__cu_mlp_branch_forward(g, l));
+        OB_TRY(ob_cuda_scaled_add_forward(g, A->x_mlp, A->xb_attn, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    } else {
+        OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(hp->resid_mix), BT, D));
+        OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
+        OB_TRY(ob__cu_attn_branch_forward(g, l));
+        OB_TRY(ob_cuda_scaled_add_forward(g, A->x_attn, A->x_mix, OB__Q(hp->attn_scale), A->attn_out, BT, D));
+        OB_TRY(ob__cu_norm_in(g, A->n_mlp, A->nb_mlp, A->rstd_mlp, A->x_attn, BT, D));
+        OB_TRY(ob__cu_mlp_branch_forward(g, l));
+        OB_TRY(ob_cuda_scaled_add_forward(g, A->x_mlp, A->x_attn, OB__Q(hp->mlp_scale), A->mlp_out, BT, D));
+    }
     if (hp->smear_gate) return ob_cuda_smear_forward(g, A->x_out, A->x_mlp, OB__Q(hp->smear_gate), B, T, D);
     return OB_OK; /* x_out is x_mlp */
 }
@@ -2804,12 +2905,15 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
 #define F32(n) ((float *)ob__take(&b, (size_t)(n) * sizeof(float)))
 #define BF(n) ((__nv_bfloat16 *)ob__take(&b, (size_t)(n) * sizeof(__nv_bfloat16)))
     if (!grads) {
+        /* with the bf16 stream the block's inner sums x_mix, x_attn live in one bf16 scratch pair */
+        __nv_bfloat16 *xb_mix = g->bf16_stream ? BF(BT * D) : NULL, *xb_attn = g->bf16_stream ? BF(BT * D) : NULL;
         for (int l = 0; l < le; l++) {
             ob_cuda_layer_acts A;
             A.x_in = NULL; /* points at its input (a block output, a skip sum, an AttnRes mix): set by the forward */
-            A.x_mix = F32(BT * D); A.n_attn = g->bf16_stream ? NULL : F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
+            A.xb_mix = xb_mix; A.xb_attn = xb_attn;
+            A.x_mix = g->bf16_stream ? NULL : F32(BT * D); A.n_attn = g->bf16_stream ? NULL : F32(BT * D); A.rstd_attn = F32(BT); A.qkv = BF(BT * nqkv);
             A.q_rstd = F32(BT * H); A.k_rstd = F32(BT * Hkv); A.n_y = g->bf16_stream ? NULL : F32(BT * D); A.rstd_y = F32(BT);
-            A.attn_out = BF(BT * D); A.x_attn = F32(BT * D); A.n_mlp = g->bf16_stream ? NULL : F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
+            A.attn_out = BF(BT * D); A.x_attn = g->bf16_stream ? NULL : F32(BT * D); A.n_mlp = g->bf16_stream ? NULL : F32(BT * D); A.rstd_mlp = F32(BT); A.h = BF(BT * rows);
             A.act = ob__cu_mlp_fused(c) ? NULL : F32(BT * F); /* act(h) is not stored when fused */
             A.n_act = ob__cu_nact_in_bf16(g) ? NULL : F32(BT * F); A.rstd_act = F32(BT); A.mlp_out = BF(BT * D); A.x_mlp = F32(BT * D);
             A.x_out = c->smear ? F32(BT * D) : A.x_mlp; /* without SmearGate the block output is x_mlp itself */
@@ -3088,15 +3192,19 @@ OB_DEF int ob_cuda_model_forward(ob_cuda_model *g, int B, int T, int has_targets
             const ob_block_params *bp = ob__cu_hp(g, l);
             OB_TRY(ob__cu_ar_attend(g, 2 * l, 2 * l, 2 * l + 1));
             A->x_in = g->ar_out + (size_t)2 * l * BTD;
-            OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
-            OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
+            if (g->bf16_stream)
+                OB_TRY(ob_cuda_resid_mix_rmsnorm_forward(g, A->xb_mix, A->nb_attn, A->rstd_attn, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
+            else {
+                OB_TRY(ob_cuda_resid_mix_forward(g, A->x_mix, A->x_in, g->x0, OB__Q(bp->resid_mix), BT, D));
+                OB_TRY(ob__cu_norm_in(g, A->n_attn, A->nb_attn, A->rstd_attn, A->x_mix, BT, D));
+            }
             OB_TRY(ob__cu_attn_branch_forward(g, l));
-            OB_TRY(ob_cuda_scaled_add_forward(g, A->attn_delta, NULL, OB__Q(bp->attn_scale), A->attn_out, BT, D));
+            OB_TRY(ob_cuda_scaled_add_forward(g, A->attn_delta, (const float *)NULL, OB__Q(bp->attn_scale), A->attn_out, BT, D));
             OB_TRY(ob__cu_ar_store(g, 2 * l + 1, A->attn_delta));
             OB_TRY(ob__cu_ar_attend(g, 2 * l + 1, 2 * l + 1, 2 * l + 2));
             OB_TRY(ob__cu_norm_in(g, A->n_mlp, A->nb_mlp, A->rstd_mlp, g->ar_out + (size_t)(2 * l + 1) * BTD, BT, D));
             OB_TRY(ob__cu_mlp_branch_forward(g, l));
-            OB_TRY(ob_cuda_scaled_add_forward(g, A->mlp_delta, NULL, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
+            OB_TRY(ob_cuda_scaled_add_forward(g, A->mlp_delta, (const float *)NULL, OB__Q(bp->mlp_scale), A->mlp_out, BT, D));
             OB_TRY(ob__cu_ar_store(g, 2 * l + 2, A->mlp_delta));
         }
         const ob_block_params *plast = ob__cu_hp(g, le - 1);

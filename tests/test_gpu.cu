@@ -157,6 +157,44 @@ static void test_kernels(void) {
         free(y3); free(dx3);
     }
     free(y2); free(dx2);
+    /* the bf16 stream's fused sums + norms (the block's residual mix with the attention's norm, the
+     * attention's scaled add with the MLP's norm) against the separate kernels they replace: the sum
+     * (bf16), the normed output (bf16) and rstd bit for bit */
+    {
+        g.bf16_stream = 1;
+        float *mix = (float *)malloc(2 * C * 4), *sc = (float *)malloc(C * 4), *br = (float *)malloc(n * 4);
+        fill_normal(mix, 2 * C, 0.8f, &r);
+        fill_normal(sc, C, 0.5f, &r);
+        fill_normal(br, n, 2.0f, &r);
+        float *mixg = to_dev(mix, 2 * C), *scg = to_dev(sc, C), *sep = to_dev(x, n), *rs1 = to_dev(rs, M), *rs2 = to_dev(rs, M);
+        __nv_bfloat16 *brg = to_dev_bf16(br, n), *s1 = to_dev_bf16(x, n), *s2 = to_dev_bf16(x, n), *n1 = to_dev_bf16(x, n), *n2 = to_dev_bf16(x, n);
+        size_t bad[2][3] = {{0, 0, 0}, {0, 0, 0}};
+        int ef = 0;
+        for (int k = 0; k < 2 && !ef; k++) {
+            if (k == 0) { /* the mix of x (as x_in) and dy (as x0) */
+                ef = ob_cuda_resid_mix_forward(&g, sep, dxg, dyg, mixg, M, C);
+                if (!ef) ef = ob_cuda_rmsnorm_forward(&g, (float *)NULL, rs1, n1, sep, M, C);
+                if (!ef) ef = ob_cuda_resid_mix_rmsnorm_forward(&g, s2, n2, rs2, dxg, dyg, mixg, M, C);
+            } else { /* the scaled add onto the mix just made (bf16, as x_mix is), with a bf16 branch output */
+                ef = ob_cuda_scaled_add_forward(&g, sep, s2, scg, brg, M, C);
+                if (!ef) ef = ob_cuda_rmsnorm_forward(&g, (float *)NULL, rs1, n1, sep, M, C);
+                if (!ef) ef = ob_cuda_scaled_add_rmsnorm_forward(&g, s1, n2, rs2, s2, scg, brg, M, C);
+            }
+            cudaDeviceSynchronize();
+            float *a = to_host(sep, n), *b = bf16_to_host(k == 0 ? s2 : s1, n), *na = bf16_to_host(n1, n), *nbv = bf16_to_host(n2, n);
+            float *ra = to_host(rs1, M), *rb = to_host(rs2, M);
+            for (size_t i = 0; i < n; i++) { bad[k][0] += memcmp(&a[i], &b[i], 4) != 0; bad[k][1] += memcmp(&na[i], &nbv[i], 4) != 0; }
+            for (int i = 0; i < M; i++) bad[k][2] += memcmp(&ra[i], &rb[i], 4) != 0;
+            free(a); free(b); free(na); free(nbv); free(ra); free(rb);
+        }
+        g.bf16_stream = 0;
+        TU_CHECK(!ef && !bad[0][0] && !bad[0][1] && !bad[0][2] && !bad[1][0] && !bad[1][1] && !bad[1][2], "kernel/sum_rmsnorm_fused",
+                 "resid mix + norm: %zu sums, %zu normed, %zu rstd of %zu / %d differ from the separate kernels'; scaled add + norm: %zu, %zu, %zu "
+                 "(all must be 0)%s%s", bad[0][0], bad[0][1], bad[0][2], n, M, bad[1][0], bad[1][1], bad[1][2], ef ? ": " : "", ef ? ob_last_error() : "");
+        cudaFree(mixg); cudaFree(scg); cudaFree(sep); cudaFree(rs1); cudaFree(rs2); cudaFree(brg); cudaFree(s1); cudaFree(s2); cudaFree(n1);
+        cudaFree(n2);
+        free(mix); free(sc); free(br);
+    }
 
     /* the fused MLP kernels: rms_norm(act(h)) forward (fp32 and its bf16 copy) and the backward to bf16
      * d/dh, against ob_mlp_act_forward + ob_rmsnorm_forward and their backwards; and the RMSNorm
