@@ -92,6 +92,7 @@ typedef struct ob_cuda_model {
                                         the stream's gradients rounded to bf16 where stored, as the seeds' autocast and
                                         autograd keep them (their stream is bf16 from x0); ONEBIT_FP32_STREAM=1: fp32 */
     float loss;                      /* of the last forward (host copy, when synced) */
+    unsigned act_gen;                /* counts (re)allocations of the activation buffers: a captured graph holds their addresses */
     /* data-parallel: called during the backward as soon as block b's gradient is final (after its
      * last use, the backward's pass over layer b), so its all-reduce overlaps the rest; NULL alone */
     int (*grad_ready)(void *ctx, int block);
@@ -3016,6 +3017,7 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
         }
         g->act_cap = na;
         g->grad_cap = ng;
+        g->act_gen++;
         /* zeroed once (milliseconds, at allocation only). Every buffer is written before it is read, but
          * compute-sanitizer initcheck does not see some cuBLAS stores on Hopper and reports the reads of
          * GEMM outputs (embedding projection, qkv) as uninitialised; zeroed, initcheck stays usable */
@@ -4133,6 +4135,7 @@ __global__ static void ob__k_loss_accumulate(float *acc, const float *loss, floa
     if (threadIdx.x == 0 && blockIdx.x == 0) *acc = (first ? 0.0f : *acc) + weight * *loss;
 }
 
+#define OB__CB_GRAPHS 8 /* graphs kept: the sequence-length ladder's lengths, the pieces' shapes */
 typedef struct ob__cuda_backend {
     ob_cuda_model g;
     ob_cuda_optimizer o;
@@ -4149,6 +4152,16 @@ typedef struct ob__cuda_backend {
     ob_grad_bucket *buckets;  /* the gradient buffer by backward stage (ob_grad_buckets) */
     int n_buckets, n_stages;
     uint8_t *fired;           /* [n_stages]: this step's all-reduce of the stage is enqueued */
+    /* a piece's forward + backward as CUDA graphs, one per (B, T, loss scale): ob__cb_forward_backward */
+    struct {
+        cudaGraphExec_t exec;
+        int B, T, uses;
+        float scale;
+        unsigned gen;         /* g.act_gen when captured */
+    } graphs[OB__CB_GRAPHS];
+    int use_graphs;           /* 1 unless ONEBIT_CUDA_GRAPHS=0 or a capture failed */
+    int n_captured;
+    char graph_note[160];     /* why graphs are off, for the memory line */
 } ob__cuda_backend;
 
 /* How many tokens of sequence length T fit one forward/backward in the device memory left: the
@@ -4219,6 +4232,62 @@ static int ob__cb_grads_finish(ob__cuda_backend *cb) {
     return ob__dist_before(d, cb->g.stream);
 }
 
+/* One piece's forward and backward (loss scaled by scale; its inputs and targets already on the device),
+ * replayed from a CUDA graph: a step's ~600 launches per piece become one. A graph is captured per
+ * (B, T, scale) -- per sequence length of the ladder -- on that shape's second piece (the first runs
+ * directly: lazy set-ups, cuBLAS's first choices), replayed from the third on, and dropped when the
+ * activation buffers move (g.act_gen). The weights must be quantised before (the captured forward does
+ * not look). The kernels are the same, so the results are bit-identical to direct launches; the built-in
+ * profiler (events per kernel) runs directly. A capture that fails turns graphs off, the piece then
+ * runs directly: nothing of a failed capture has run. */
+static int ob__cb_forward_backward(ob__cuda_backend *cb, int B, int T, float scale) {
+    ob_cuda_model *g = &cb->g;
+    if (!cb->use_graphs || ob__prof.on) {
+        OB_TRY(ob_cuda_model_forward(g, B, T, 1));
+        return ob_cuda_model_backward(g, scale);
+    }
+    int k = -1, slot = 0;
+    for (int i = 0; i < OB__CB_GRAPHS; i++) {
+        if (cb->graphs[i].uses && cb->graphs[i].gen != g->act_gen) { /* captured over buffers that moved */
+            if (cb->graphs[i].exec) cudaGraphExecDestroy(cb->graphs[i].exec);
+            memset(&cb->graphs[i], 0, sizeof cb->graphs[i]);
+        }
+        if (cb->graphs[i].uses && cb->graphs[i].B == B && cb->graphs[i].T == T && cb->graphs[i].scale == scale) k = i;
+        if (cb->graphs[i].uses < cb->graphs[slot].uses) slot = i; /* the least used gives way */
+    }
+    if (k < 0) {
+        k = slot;
+        if (cb->graphs[k].exec) cudaGraphExecDestroy(cb->graphs[k].exec);
+        memset(&cb->graphs[k], 0, sizeof cb->graphs[k]);
+        cb->graphs[k].B = B; cb->graphs[k].T = T; cb->graphs[k].scale = scale; cb->graphs[k].gen = g->act_gen;
+    }
+    if (cb->graphs[k].uses++ == 0) { /* the shape's first piece: directly */
+        OB_TRY(ob_cuda_model_forward(g, B, T, 1));
+        return ob_cuda_model_backward(g, scale);
+    }
+    if (!cb->graphs[k].exec) {
+        cudaGraph_t graph = NULL;
+        OB_CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
+        int e = ob_cuda_model_forward(g, B, T, 1);
+        if (!e) e = ob_cuda_model_backward(g, scale);
+        cudaError_t ce = cudaStreamEndCapture(g->stream, &graph);
+        if (!e && ce == cudaSuccess) ce = cudaGraphInstantiate(&cb->graphs[k].exec, graph, 0);
+        if (graph) cudaGraphDestroy(graph);
+        if (e || ce != cudaSuccess) {
+            snprintf(cb->graph_note, sizeof cb->graph_note, "off: the capture of %d x %d failed (%.100s)", B, T,
+                     e ? ob_last_error() : cudaGetErrorString(ce));
+            cudaGetLastError();
+            cb->graphs[k].exec = NULL;
+            cb->use_graphs = 0;
+            OB_TRY(ob_cuda_model_forward(g, B, T, 1));
+            return ob_cuda_model_backward(g, scale);
+        }
+        cb->n_captured++;
+    }
+    OB_CUDA_CHECK(cudaGraphLaunch(cb->graphs[k].exec, g->stream));
+    return OB_OK;
+}
+
 static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_tokens, int seq_len, int accum, float lr_scale, float momentum,
                              float *loss) {
     ob__cuda_backend *cb = (ob__cuda_backend *)b->ctx;
@@ -4237,6 +4306,7 @@ static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_to
     OB_TRY(ob__cb_buffers(cb, (size_t)local));
     if ((int)piece > cb->eval_tokens) cb->eval_tokens = (int)piece;
     OB_TRY(ob_cuda_model_zero_grad(g));
+    if (!g->quantized) OB_TRY(ob_cuda_model_quantize(g)); /* here, not in a captured forward (which would not look) */
     for (int a = 0; a < accum; a++) {
         int k = a & 1;
         /* the host reads the next micro-batch while the device works on the previous one */
@@ -4250,19 +4320,22 @@ static int ob__cb_train_step(ob_backend *b, ob_token_stream *s, int64_t batch_to
             OB_CUDA_CHECK(cudaMemcpyAsync(g->inputs, cb->hx[k] + p0, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
             OB_CUDA_CHECK(cudaMemcpyAsync(g->targets, cb->hy[k] + p0, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream));
             if (p0 + n >= local) OB_CUDA_CHECK(cudaEventRecord(cb->copied[k], g->stream));
-            OB_TRY(ob_cuda_model_forward(g, nb, seq_len, 1));
-            ob__k_loss_accumulate<<<1, 32, 0, g->stream>>>(g->loss_parts + 1, g->loss_parts, share, a == 0 && p0 == 0);
-            OB_CUDA_LAUNCHED();
-            if (!cb->dist) OB_TRY(ob_cuda_model_backward(g, share / (float)accum));
-            else {
-                /* loss / (accum x world): summed over ranks, the mean over every micro-batch of the step
-                 * -- the one-GPU gradient. The last backward sends each block's gradient as it is final. */
-                int last = a == accum - 1 && p0 + n >= local;
-                if (last) { g->grad_ready = ob__cb_grad_ready; g->grad_ready_ctx = cb; }
-                int e = ob_cuda_model_backward(g, share / ((float)accum * (float)world));
+            /* loss / (accum x world): summed over ranks, the mean over every micro-batch of the step -- the
+             * one-GPU gradient. A data-parallel step's last backward sends each block's gradient as it is
+             * final (host callbacks: that piece runs directly); the rest run from graphs. */
+            float scale = share / ((float)accum * (float)world);
+            int last = a == accum - 1 && p0 + n >= local;
+            if (cb->dist && last) {
+                OB_TRY(ob_cuda_model_forward(g, nb, seq_len, 1));
+                g->grad_ready = ob__cb_grad_ready;
+                g->grad_ready_ctx = cb;
+                int e = ob_cuda_model_backward(g, scale);
                 g->grad_ready = NULL;
                 if (e) return e;
-            }
+            } else OB_TRY(ob__cb_forward_backward(cb, nb, seq_len, scale));
+            /* after the backward, which leaves the forward's loss (loss_parts[0]) as it was */
+            ob__k_loss_accumulate<<<1, 32, 0, g->stream>>>(g->loss_parts + 1, g->loss_parts, share, a == 0 && p0 == 0);
+            OB_CUDA_LAUNCHED();
         }
         cb->used[k] = 1;
     }
@@ -4337,9 +4410,12 @@ static void ob__cb_memory_report(ob_backend *b, char *line, size_t n) {
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) { cudaGetLastError(); free_b = total_b = 0; }
     double np = (double)g->n_params, weights = np * (3 * sizeof(float) + 2 * sizeof(__nv_bfloat16));
     double optim = np * sizeof(float) * (3 + (cb->o.ema ? 1 : 0));
+    char graphs[200];
+    if (cb->use_graphs) snprintf(graphs, sizeof graphs, "on, one per sequence length (%d captured so far)", cb->n_captured);
+    else snprintf(graphs, sizeof graphs, "%s", cb->graph_note);
     snprintf(line, n, "memory: weights fp32 + grads + forward copies %.2f GB, optimizer state fp32 %.2f GB, activations %.2f GB, "
-             "gradient scratch %.2f GB; device in use %.2f of %.2f GB", weights / 1e9, optim / 1e9, (double)g->act_cap / 1e9,
-             (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9);
+             "gradient scratch %.2f GB; device in use %.2f of %.2f GB; CUDA graphs %s", weights / 1e9, optim / 1e9, (double)g->act_cap / 1e9,
+             (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9, graphs);
 }
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
 
@@ -4390,6 +4466,8 @@ static void ob__cb_destroy(ob_backend *b) {
         if (cb->copied[i]) cudaEventDestroy(cb->copied[i]);
     }
     if (cb->h_loss) cudaFreeHost(cb->h_loss);
+    for (int i = 0; i < OB__CB_GRAPHS; i++)
+        if (cb->graphs[i].exec) cudaGraphExecDestroy(cb->graphs[i].exec);
     ob_cuda_optimizer_free(&cb->o);
     ob_cuda_model_free(&cb->g);
     free(cb);
@@ -4403,6 +4481,13 @@ static int ob__backend_cuda_open(ob_backend *b, ob_model *m, ob_optimizer *o, ob
     ob__cuda_backend *cb = (ob__cuda_backend *)calloc(1, sizeof *cb);
     if (!cb) { ob_cuda_dist_free(dist); return ob_set_error(OB_ERR_NOMEM, "GPU backend: out of host memory"); }
     cb->dist = dist;
+    const char *gv = getenv("ONEBIT_CUDA_GRAPHS");
+    cb->use_graphs = !(gv && !strcmp(gv, "0"));
+    if (!cb->use_graphs) snprintf(cb->graph_note, sizeof cb->graph_note, "off (ONEBIT_CUDA_GRAPHS=0)");
+#ifdef ONEBIT_CUDA_DEBUG
+    cb->use_graphs = 0; /* every launch is followed by a device synchronisation, which a capture forbids */
+    snprintf(cb->graph_note, sizeof cb->graph_note, "off (ONEBIT_CUDA_DEBUG)");
+#endif
     b->name = "cuda";
     b->world = 1;
     b->ctx = cb;

@@ -713,6 +713,59 @@ static void test_backend(void) {
              final_loss[0], ev[1].val_loss, ev[0].val_loss);
 }
 
+/* CUDA graphs: the GPU backend replays each piece's forward + backward from a graph captured per
+ * shape; 30 steps of the tiny preset (its sequence-length ladder: several graphs) with graphs and with
+ * ONEBIT_CUDA_GRAPHS=0 must give the same losses and the same weights, bit for bit, and graphs must
+ * have been captured (the memory line says how many). */
+static void test_graphs(void) {
+    ob_run_options opt;
+    ob_run_options_preset(&opt, "tiny");
+    opt.sched.iterations = 30;
+    opt.sched.max_wallclock_ms = 0;
+    opt.train_log_every = 0;
+    opt.val_loss_every = 0;
+    opt.val_max_tokens = 4096;
+    snprintf(opt.out_dir, sizeof opt.out_dir, "build/test_gpu_logs");
+    float *loss[2] = {NULL, NULL}, *w[2] = {NULL, NULL};
+    int n_loss[2] = {0, 0}, captured = -1, e = 0;
+    size_t np = 0;
+    char line[512] = "";
+    for (int on = 0; on < 2 && !e; on++) {
+        ob_run run;
+        snprintf(opt.run_id, sizeof opt.run_id, "graphs_%s", on ? "on" : "off");
+        if (on) unsetenv("ONEBIT_CUDA_GRAPHS");
+        else setenv("ONEBIT_CUDA_GRAPHS", "0", 1);
+        e = ob_run_setup(&run, &opt);
+        if (e) break;
+        e = ob_backend_cuda(&run.be, &run.model, &run.optim);
+        if (!e) e = ob_run_train(&run);
+        if (!e) e = run.be.pull(&run.be, 1);
+        if (!e) {
+            n_loss[on] = run.n_hist;
+            loss[on] = (float *)malloc((size_t)run.n_hist * 2 * sizeof(float));
+            memcpy(loss[on], run.hist, (size_t)run.n_hist * 2 * sizeof(float));
+            np = run.model.n_params;
+            w[on] = (float *)malloc(np * sizeof(float));
+            memcpy(w[on], run.model.params, np * sizeof(float));
+            if (on && run.be.memory_report) {
+                run.be.memory_report(&run.be, line, sizeof line);
+                const char *q = strstr(line, "sequence length ("); /* "... CUDA graphs on, one per sequence length (N captured so far)" */
+                captured = q ? atoi(q + strlen("sequence length (")) : -1;
+            }
+        }
+        ob_run_free(&run);
+    }
+    unsetenv("ONEBIT_CUDA_GRAPHS");
+    if (e) { tu_report("FAIL", "graphs/run", "%s", ob_last_error()); free(loss[0]); free(loss[1]); free(w[0]); free(w[1]); return; }
+    size_t wdiff = 0;
+    for (size_t i = 0; i < np; i++) wdiff += memcmp(&w[0][i], &w[1][i], 4) != 0;
+    int ldiff = n_loss[0] != n_loss[1] || memcmp(loss[0], loss[1], (size_t)n_loss[0] * 2 * sizeof(float)) != 0;
+    TU_CHECK(!ldiff && wdiff == 0 && captured > 0, "graphs/bit_identical",
+             "30 steps with graphs (%d captured) and without: losses %s (%d logged), %zu of %zu weights differ (must be 0)", captured,
+             ldiff ? "DIFFER" : "identical", n_loss[1], wdiff, np);
+    free(loss[0]); free(loss[1]); free(w[0]); free(w[1]);
+}
+
 /* The evaluation-only backend (no optimizer) scores as the CPU path does, and after the host's RoPE
  * tables change (the NTK-aware warm-up) set_rope brings the device's along. */
 static void test_eval_backend(void) {
@@ -814,7 +867,7 @@ static void on_crash(int sig) {
 }
 
 /* test_gpu [GROUP [CASE]]: every group, or the groups whose name contains GROUP (kernels, model, fixtures,
- * optimizer, backend, eval_backend); CASE keeps only the model variants / fixtures whose name contains
+ * optimizer, backend, graphs, eval_backend); CASE keeps only the model variants / fixtures whose name contains
  * it (compute-sanitizer runs them one at a time, in parallel) */
 static const char *only_group, *only_case;
 static int want(const char *group) { return !only_group || strstr(group, only_group); }
@@ -866,6 +919,7 @@ int main(int argc, char **argv) {
     }
     if (want("optimizer")) { test_optimizer(0); test_optimizer(1); }
     if (want("backend")) test_backend();
+    if (want("graphs")) test_graphs();
     if (want("eval_backend")) test_eval_backend();
     if (want("eval_backend")) test_next_logits();
     return tu_exit();
