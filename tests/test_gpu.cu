@@ -40,23 +40,38 @@ static size_t n_differ(const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) k += memcmp(&a[i], &b[i], sizeof(float)) != 0;
     return k;
 }
+/* The library runs its kernels on its own non-blocking streams, which do not wait for the legacy default
+ * stream that plain cudaMemcpy / cudaMemset use (and a pageable host-to-device cudaMemcpy may return before
+ * its DMA lands). So every copy or fill here is followed, and every read-back preceded, by a device-wide
+ * synchronisation: without it a test races its own inputs (compute-sanitizer racecheck's slower timing
+ * showed it: the attention kernels read q / k / v before they arrived). */
+static void h2d(void *dev, const void *host, size_t bytes) {
+    if (cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+        fprintf(stderr, "cudaMemcpy to the device failed\n");
+        exit(2);
+    }
+}
+static void dev_fill(void *dev, int byte, size_t bytes) {
+    if (cudaMemset(dev, byte, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "cudaMemset failed\n"); exit(2); }
+}
 static float *to_host(const float *dev, size_t n) {
     float *h = (float *)malloc(n * sizeof(float));
-    if (cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
+    if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(h, dev, n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
     return h;
 }
 /* a device bf16 array as host floats (malloc'd) */
 static float *bf16_to_host(const __nv_bfloat16 *dev, size_t n) {
     __nv_bfloat16 *raw = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
     float *h = (float *)malloc(n * sizeof(float));
-    if (cudaMemcpy(raw, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
+    if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(raw, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost) != cudaSuccess) { fprintf(stderr, "cudaMemcpy failed\n"); exit(2); }
     for (size_t i = 0; i < n; i++) h[i] = __bfloat162float(raw[i]);
     free(raw);
     return h;
 }
 static float *to_dev(const float *h, size_t n) {
     float *d = NULL;
-    if (cudaMalloc((void **)&d, n * sizeof(float)) != cudaSuccess || cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess) {
+    if (cudaMalloc((void **)&d, n * sizeof(float)) != cudaSuccess || cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
         fprintf(stderr, "cuda alloc/copy failed\n");
         exit(2);
     }
@@ -67,7 +82,7 @@ static __nv_bfloat16 *to_dev_bf16(const float *h, size_t n) {
     __nv_bfloat16 *raw = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16)), *d = NULL;
     for (size_t i = 0; i < n; i++) raw[i] = __float2bfloat16(h[i]);
     if (cudaMalloc((void **)&d, n * sizeof(__nv_bfloat16)) != cudaSuccess ||
-        cudaMemcpy(d, raw, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice) != cudaSuccess) {
+        cudaMemcpy(d, raw, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
         fprintf(stderr, "cuda alloc/copy failed\n");
         exit(2);
     }
@@ -132,7 +147,7 @@ static void test_kernels(void) {
     ob_rmsnorm_forward(y, rs, x, M, C);
     ob_rmsnorm_backward(dx, dy, y, rs, M, C);
     float *dxg = to_dev(x, n), *dyg = to_dev(dy, n), *yg = to_dev(y, n), *rsg = to_dev(rs, M), *dxo = to_dev(dx, n);
-    cudaMemset(dxo, 0, n * 4);
+    dev_fill(dxo, 0, n * 4);
     int e = ob_cuda_rmsnorm_forward(&g, yg, rsg, NULL, dxg, M, C);
     if (!e) e = ob_cuda_rmsnorm_backward(&g, dxo, dyg, yg, rsg, M, C);
     cudaDeviceSynchronize();
@@ -143,7 +158,7 @@ static void test_kernels(void) {
      * exactly bf16(the fp32 result): the forward's y, and the backward's dx += v (here from 0) */
     {
         g.bf16_stream = 1;
-        cudaMemset(dxo, 0, n * 4);
+        dev_fill(dxo, 0, n * 4);
         int eb = ob_cuda_rmsnorm_forward(&g, yg, rsg, NULL, dxg, M, C);
         if (!eb) eb = ob_cuda_rmsnorm_backward(&g, dxo, dyg, yg, rsg, M, C);
         cudaDeviceSynchronize();
@@ -224,8 +239,8 @@ static void test_kernels(void) {
             cudaDeviceSynchronize();
             float *yo = to_host(yg2, nf), *yb = bf16_to_host(ybf, nf);
             /* the backward from the CPU's forward values, so the comparison is of the backward alone */
-            cudaMemcpy(yg2, yn, nf * 4, cudaMemcpyHostToDevice);
-            cudaMemcpy(rsg2, rsn, M * 4, cudaMemcpyHostToDevice);
+            h2d(yg2, yn, nf * 4);
+            h2d(rsg2, rsn, M * 4);
             if (!e2) e2 = ob_cuda_act_rmsnorm_backward(&g, dbf, dyg2, yg2, rsg2, hg, M, F, kinds[k]);
             cudaDeviceSynchronize();
             float *db = bf16_to_host(dbf, nf);
@@ -270,8 +285,8 @@ static void test_kernels(void) {
             for (int i = 0; i < N * K; i++) sg[i] = wq[i] >= 0 ? 1.0f : -1.0f;
             __nv_bfloat16 *sb = (__nv_bfloat16 *)malloc((size_t)N * K * 2);
             for (int i = 0; i < N * K; i++) sb[i] = __float2bfloat16(sg[i]);
-            cudaMemcpy(hg.wsign + t->offset, sb, (size_t)N * K * 2, cudaMemcpyHostToDevice);
-            cudaMemcpy(hg.qalpha + t->alpha_offset, al, (size_t)N * G * 4, cudaMemcpyHostToDevice);
+            h2d(hg.wsign + t->offset, sb, (size_t)N * K * 2);
+            h2d(hg.qalpha + t->alpha_offset, al, (size_t)N * G * 4);
             float *ind = to_dev(in, (size_t)M * K), *out, *beta, *dots;
             __nv_bfloat16 *inb;
             cudaMalloc((void **)&out, (size_t)M * N * 4); cudaMalloc((void **)&beta, M * 4); cudaMalloc((void **)&dots, (size_t)G * M * N * 4);
@@ -286,7 +301,7 @@ static void test_kernels(void) {
             /* the training path: one bf16 GEMM of X_b = sign(x) beta against W_q = sign(w) alpha, both
              * scales rounded to bf16 (relative error <= 2^-9 each, 2e-3), so the bound is 6e-3 */
             for (int i = 0; i < N * K; i++) sb[i] = __float2bfloat16(wq[i]);
-            cudaMemcpy(hg.wq + t->offset, sb, (size_t)N * K * 2, cudaMemcpyHostToDevice);
+            h2d(hg.wq + t->offset, sb, (size_t)N * K * 2);
             e2 = ob_cuda_qlinear_forward(&hg, out, ind, inb, beta, hm.params + t->offset, M, K, N, 1, NULL);
             cudaDeviceSynchronize();
             o = to_host(out, (size_t)M * N);
@@ -328,13 +343,13 @@ static void test_kernels(void) {
         if (ob_model_init(&am, &c3) || ob_cuda_model_init(&ag, &am) || ob_cuda_model_prepare(&ag, B, T)) { tu_report("FAIL", "kernel/attention", "%s", ob_last_error()); }
         else {
             ob_cuda_layer_acts *A = &ag.L[0];
-            cudaMemcpy(A->q, qb, nq * 2, cudaMemcpyHostToDevice);
-            cudaMemcpy(A->k, kb, nk * 2, cudaMemcpyHostToDevice);
-            cudaMemcpy(A->v, vb, nk * 2, cudaMemcpyHostToDevice);
+            h2d(A->q, qb, nq * 2);
+            h2d(A->k, kb, nk * 2);
+            h2d(A->v, vb, nk * 2);
             int e3 = ob_cuda_attention_fwd(&ag, A, B, T);
             __nv_bfloat16 *ob_ = (__nv_bfloat16 *)malloc(nq * 2), *dyd;
             cudaMalloc((void **)&dyd, nq * 2);
-            cudaMemcpy(dyd, dyb, nq * 2, cudaMemcpyHostToDevice);
+            h2d(dyd, dyb, nq * 2);
             float *dqd, *dkd, *dvd;
             cudaMalloc((void **)&dqd, nq * 4); cudaMalloc((void **)&dkd, nk * 4); cudaMalloc((void **)&dvd, nk * 4);
             if (!e3) e3 = ob_cuda_attention_bwd(&ag, A, dyd, dqd, dkd, dvd, B, T);
@@ -624,7 +639,7 @@ static void test_optimizer(int normuon) {
     ob_cuda_model g;
     ob_cuda_optimizer go;
     if (ob_cuda_model_init(&g, &m) || ob_cuda_optimizer_init(&go, &g, &oc) || ob_cuda_optimizer_upload(&go, &o)) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
-    cudaMemcpy(g.grads, m.grads, m.n_params * 4, cudaMemcpyHostToDevice);
+    h2d(g.grads, m.grads, m.n_params * 4);
     float *before = (float *)malloc(m.n_params * 4);
     memcpy(before, m.params, m.n_params * 4);
     int e = ob_cuda_optimizer_step(&go, 0.7f, 0.9f);
@@ -657,7 +672,7 @@ static void test_optimizer(int normuon) {
     /* the non-finite guard: a NaN gradient stops the step before any weight moves */
     float nan = NAN;
     const ob_tensor_info *t = ob_model_find(&m, "blocks.1.attn.c_qkv.weight");
-    cudaMemcpy(g.grads + t->offset + 5, &nan, 4, cudaMemcpyHostToDevice);
+    h2d(g.grads + t->offset + 5, &nan, 4);
     float *p0 = to_host(g.params, m.n_params);
     e = ob_cuda_optimizer_step(&go, 1.0f, 0.9f);
     float *p1 = to_host(g.params, m.n_params);
