@@ -3020,9 +3020,12 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
         g->act_gen++;
         /* zeroed once (milliseconds, at allocation only). Every buffer is written before it is read, but
          * compute-sanitizer initcheck does not see some cuBLAS stores on Hopper and reports the reads of
-         * GEMM outputs (embedding projection, qkv) as uninitialised; zeroed, initcheck stays usable */
+         * GEMM outputs (embedding projection, qkv) as uninitialised; zeroed, initcheck stays usable.
+         * Waited for: g->stream is non-blocking, so a caller that fills a buffer through another stream
+         * (a test's cudaMemcpy on the legacy stream) could otherwise have its data zeroed after it landed */
         OB_CUDA_CHECK(cudaMemsetAsync(g->act_mem, 0, na, g->stream));
         OB_CUDA_CHECK(cudaMemsetAsync(g->grad_mem, 0, ng, g->stream));
+        OB_CUDA_CHECK(cudaStreamSynchronize(g->stream));
     }
     g->act_bytes = g->act_cap + g->grad_cap;
     ob__cu_layout(g, (char *)g->act_mem, B, T, 0);

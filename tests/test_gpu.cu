@@ -43,16 +43,17 @@ static size_t n_differ(const float *a, const float *b, size_t n) {
 /* The library runs its kernels on its own non-blocking streams, which do not wait for the legacy default
  * stream that plain cudaMemcpy / cudaMemset use (and a pageable host-to-device cudaMemcpy may return before
  * its DMA lands). So every copy or fill here is followed, and every read-back preceded, by a device-wide
- * synchronisation: without it a test races its own inputs (compute-sanitizer racecheck's slower timing
- * showed it: the attention kernels read q / k / v before they arrived). */
+ * synchronisation, before (work the library queued, e.g. a buffer's zeroing, must not land after the copy)
+ * and after (the library's next kernel must not start before it): without them a test races its own inputs
+ * (compute-sanitizer racecheck's slower timing showed it). */
 static void h2d(void *dev, const void *host, size_t bytes) {
-    if (cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+    if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
         fprintf(stderr, "cudaMemcpy to the device failed\n");
         exit(2);
     }
 }
 static void dev_fill(void *dev, int byte, size_t bytes) {
-    if (cudaMemset(dev, byte, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "cudaMemset failed\n"); exit(2); }
+    if (cudaDeviceSynchronize() != cudaSuccess || cudaMemset(dev, byte, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "cudaMemset failed\n"); exit(2); }
 }
 static float *to_host(const float *dev, size_t n) {
     float *h = (float *)malloc(n * sizeof(float));
