@@ -689,14 +689,18 @@ static void test_optimizer(int normuon) {
 
 /* ------------------------------------------------------------------------------------------------ */
 /* The run loop with the GPU backend against the CPU backend: same data, same seeds, 40 steps. */
+/* the tiny preset for `iterations` steps, no wall-clock cap, no train log, a short validation */
+static void tiny_run_options(ob_run_options *opt, int iterations) {
+    ob_run_options_preset(opt, "tiny");
+    opt->sched.iterations = iterations;
+    opt->sched.max_wallclock_ms = 0;
+    opt->train_log_every = 0;
+    opt->val_max_tokens = 4096;
+    snprintf(opt->out_dir, sizeof opt->out_dir, "build/test_gpu_logs");
+}
 static void test_backend(void) {
     ob_run_options opt;
-    ob_run_options_preset(&opt, "tiny");
-    opt.sched.iterations = 40;
-    opt.sched.max_wallclock_ms = 0;
-    opt.train_log_every = 0;
-    opt.val_max_tokens = 4096;
-    snprintf(opt.out_dir, sizeof opt.out_dir, "build/test_gpu_logs");
+    tiny_run_options(&opt, 40);
     float final_loss[2] = {0, 0};
     ob_eval_result ev[2];
     for (int dev = 0; dev < 2; dev++) {
@@ -735,13 +739,8 @@ static void test_backend(void) {
  * have been captured (the memory line says how many). */
 static void test_graphs(void) {
     ob_run_options opt;
-    ob_run_options_preset(&opt, "tiny");
-    opt.sched.iterations = 30;
-    opt.sched.max_wallclock_ms = 0;
-    opt.train_log_every = 0;
+    tiny_run_options(&opt, 30);
     opt.val_loss_every = 0;
-    opt.val_max_tokens = 4096;
-    snprintf(opt.out_dir, sizeof opt.out_dir, "build/test_gpu_logs");
     float *loss[2] = {NULL, NULL}, *w[2] = {NULL, NULL};
     int n_loss[2] = {0, 0}, captured = -1, e = 0;
     size_t np = 0;

@@ -124,7 +124,7 @@ extern "C" {
 enum { OB_XNOR_OUT_F32 = 0, OB_XNOR_OUT_BF16 = 1 };        /* output element type of the GEMMs */
 /* ob_xnor_gemm_ex's variant, bits: the fold (see the top comment); OB_XNOR_ONE_TILE (the first design, one output
  * tile per CTA) or OB_XNOR_PERSISTENT forces a kernel, else the persistent one runs where it was measured faster
- * (K <= 1,024: one K chunk per tile) and the one-tile one elsewhere; every variant gives the same bits */
+ * (K <= 1,024 and N <= 3,072) and the one-tile one elsewhere; every variant gives the same bits */
 enum { OB_XNOR_FOLD_SUBNORMAL = 0, OB_XNOR_FOLD_MAGIC = 1, OB_XNOR_ONE_TILE = 2, OB_XNOR_PERSISTENT = 4 };
 enum { OB_BWN_AUTO = 0, OB_BWN_XSMEM = 1, OB_BWN_XGLOBAL = 2 }; /* ob_bwn_gemm_ex: where B fragments come from */
 
@@ -328,6 +328,62 @@ static size_t ob__xg_ops_bytes(int K, int out) {
     return st > ot ? st : ot;
 }
 
+/* One K chunk (up to 4 k-steps of 256 bits) of a CTA tile from stage buffer `stage`: the binary MMAs and the
+ * fold into acc (design in the top comment). Shared by both XNOR kernels, so their results are the same bits. */
+template <int GS, int FOLD>
+static __device__ __forceinline__ void ob__xg_chunk(float (&acc)[4][4][4], const unsigned char *stage, const float *km_s,
+                                                    const float *al_s, int c, int K, int wm, int wn, int lane) {
+    constexpr int BM = OB__XG_BM, BN = OB__XG_BN;
+    const int g = lane >> 2, t = lane & 3;
+    const int cin = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0 : 0x4B000000;
+    const uint32_t sA = ob__smem_addr(stage), sB = sA + BM * OB__XG_ROWB;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++) {
+        const int kbit = c * 1024 + ks * 256;
+        if (kbit >= K) break;
+        uint32_t b[4][2];
+#pragma unroll
+        for (int np = 0; np < 2; np++) {
+            uint32_t r[4];
+            ob__ldsm4(r, sB + ob__xg_b_off(wn * 32 + np * 16, ks, lane));
+            b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
+        }
+        /* the groups of this k-step: one at gs = 256, two (second only inside K) at gs = 128 */
+        constexpr int NGRP = 256 / GS;
+#pragma unroll
+        for (int mt = 0; mt < 4; mt++) {
+            uint32_t a[4];
+            ob__ldsm4(a, sA + ob__xg_a_off(wm * 64 + mt * 16, ks, lane));
+#pragma unroll
+            for (int h = 0; h < NGRP; h++) {
+                if (h == 1 && kbit + 128 >= K) break;
+                const int gi = kbit / GS + h;
+                const float2 km = reinterpret_cast<const float2 *>(km_s + gi * BM + wm * 64 + mt * 16)[g];
+                const float2 *alp = reinterpret_cast<const float2 *>(al_s + gi * BN + wn * 32);
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    const float2 al = alp[nt * 4 + t];
+                    int d[4];
+                    if (GS == 256) ob__bmma256(d, a, b[nt][0], b[nt][1], cin);
+                    else ob__bmma128(d, a[2 * h], a[2 * h + 1], b[nt][h], cin);
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float kmv = i < 2 ? km.x : km.y, alv = (i & 1) ? al.y : al.x;
+                        float r;
+                        if (FOLD == OB_XNOR_FOLD_SUBNORMAL) {
+                            r = ob__fma(0x1p127f, __int_as_float(d[i]), kmv); /* (2c - pa) 2^-23, exact */
+                        } else {
+                            r = __int_as_float(d[i]) - 8388608.0f; /* c, exact */
+                            r = ob__fma(2.0f, r, kmv);             /* 2c - pa, exact */
+                        }
+                        acc[mt][nt][i] = ob__fma(alv, r, acc[mt][nt][i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 template <int GS, int OUT, int FOLD>
 __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     ob__k_xnor_gemm(void *__restrict__ y, const uint32_t *__restrict__ xb, const float *__restrict__ beta,
@@ -391,58 +447,12 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
-    const int cin = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0 : 0x4B000000;
 
     for (int c = 0; c < nch; c++) {
         const int st = nch > 1 ? (c & 1) : 0;
         ob__cp_wait<1>();
         __syncthreads();
-        const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), sB = sA + BM * OB__XG_ROWB;
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            const int kbit = c * 1024 + ks * 256;
-            if (kbit >= K) break;
-            uint32_t b[4][2];
-#pragma unroll
-            for (int np = 0; np < 2; np++) {
-                uint32_t r[4];
-                ob__ldsm4(r, sB + ob__xg_b_off(wn * 32 + np * 16, ks, lane));
-                b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
-            }
-            /* the groups of this k-step: one at gs = 256, two (second only inside K) at gs = 128 */
-            constexpr int NGRP = 256 / GS;
-#pragma unroll
-            for (int mt = 0; mt < 4; mt++) {
-                uint32_t a[4];
-                ob__ldsm4(a, sA + ob__xg_a_off(wm * 64 + mt * 16, ks, lane));
-#pragma unroll
-                for (int h = 0; h < NGRP; h++) {
-                    if (h == 1 && kbit + 128 >= K) break;
-                    const int gi = kbit / GS + h;
-                    const float2 km = reinterpret_cast<const float2 *>(km_s + gi * BM + wm * 64 + mt * 16)[g];
-                    const float2 *alp = reinterpret_cast<const float2 *>(al_s + gi * BN + wn * 32);
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++) {
-                        const float2 al = alp[nt * 4 + t];
-                        int d[4];
-                        if (GS == 256) ob__bmma256(d, a, b[nt][0], b[nt][1], cin);
-                        else ob__bmma128(d, a[2 * h], a[2 * h + 1], b[nt][h], cin);
-#pragma unroll
-                        for (int i = 0; i < 4; i++) {
-                            const float kmv = i < 2 ? km.x : km.y, alv = (i & 1) ? al.y : al.x;
-                            float r;
-                            if (FOLD == OB_XNOR_FOLD_SUBNORMAL) {
-                                r = ob__fma(0x1p127f, __int_as_float(d[i]), kmv); /* (2c - pa) 2^-23, exact */
-                            } else {
-                                r = __int_as_float(d[i]) - 8388608.0f; /* c, exact */
-                                r = ob__fma(2.0f, r, kmv);             /* 2c - pa, exact */
-                            }
-                            acc[mt][nt][i] = ob__fma(alv, r, acc[mt][nt][i]);
-                        }
-                    }
-                }
-            }
-        }
+        ob__xg_chunk<GS, FOLD>(acc, ops + (size_t)st * OB__XG_STAGE, km_s, al_s, c, K, wm, wn, lane);
         __syncthreads(); /* everyone is done with buffer st */
         if (c + 2 < nch) load_stage(c + 2, st);
         ob__cp_commit();
@@ -586,7 +596,6 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
-    const int cin = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0 : 0x4B000000;
 
     for (int q = 0, ti = 0; tm < tiles_m; ti++) {
         const int m0 = tm * BM, n0 = tn * BN;
@@ -613,51 +622,7 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
                 }
                 __syncthreads();
             }
-            const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), sB = sA + BM * OB__XG_ROWB;
-#pragma unroll
-            for (int ks = 0; ks < 4; ks++) {
-                const int kbit = c * 1024 + ks * 256;
-                if (kbit >= K) break;
-                uint32_t b[4][2];
-#pragma unroll
-                for (int np = 0; np < 2; np++) {
-                    uint32_t r[4];
-                    ob__ldsm4(r, sB + ob__xg_b_off(wn * 32 + np * 16, ks, lane));
-                    b[2 * np][0] = r[0]; b[2 * np][1] = r[1]; b[2 * np + 1][0] = r[2]; b[2 * np + 1][1] = r[3];
-                }
-                constexpr int NGRP = 256 / GS;
-#pragma unroll
-                for (int mt = 0; mt < 4; mt++) {
-                    uint32_t a[4];
-                    ob__ldsm4(a, sA + ob__xg_a_off(wm * 64 + mt * 16, ks, lane));
-#pragma unroll
-                    for (int h = 0; h < NGRP; h++) {
-                        if (h == 1 && kbit + 128 >= K) break;
-                        const int gi = kbit / GS + h;
-                        const float2 km = reinterpret_cast<const float2 *>(km_s + gi * BM + wm * 64 + mt * 16)[g];
-                        const float2 *alp = reinterpret_cast<const float2 *>(al_s + gi * BN + wn * 32);
-#pragma unroll
-                        for (int nt = 0; nt < 4; nt++) {
-                            const float2 al = alp[nt * 4 + t];
-                            int d[4];
-                            if (GS == 256) ob__bmma256(d, a, b[nt][0], b[nt][1], cin);
-                            else ob__bmma128(d, a[2 * h], a[2 * h + 1], b[nt][h], cin);
-#pragma unroll
-                            for (int i = 0; i < 4; i++) {
-                                const float kmv = i < 2 ? km.x : km.y, alv = (i & 1) ? al.y : al.x;
-                                float r;
-                                if (FOLD == OB_XNOR_FOLD_SUBNORMAL) {
-                                    r = ob__fma(0x1p127f, __int_as_float(d[i]), kmv);
-                                } else {
-                                    r = __int_as_float(d[i]) - 8388608.0f;
-                                    r = ob__fma(2.0f, r, kmv);
-                                }
-                                acc[mt][nt][i] = ob__fma(alv, r, acc[mt][nt][i]);
-                            }
-                        }
-                    }
-                }
-            }
+            ob__xg_chunk<GS, FOLD>(acc, ops + (size_t)st * OB__XG_STAGE, km_s, al_s, c, K, wm, wn, lane);
             if (c == nch - 1) { /* epilogue: Y = beta (2^24 acc + s) (FOLD 1: 2 acc + s), then zero acc */
                 constexpr float SC = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0x1p24f : 2.0f;
                 unsigned char *ot = ops + (size_t)st * OB__XG_STAGE;
@@ -950,11 +915,12 @@ OB_XNOR_DEF cudaError_t ob_xnor_gemm_ex(void *y, int out, const uint32_t *xbits,
     const size_t smem = ob_xnor_gemm_smem_bytes(K, gs, out);
     if (!smem) return cudaErrorInvalidValue;
     if (M == 0) return cudaSuccess;
-    /* the persistent kernel where asked, or by default at K <= 1,024 (H100, M = 65,536: 0.194 against 0.211 ms at
-     * N = 2,048, K = 1,024; 0.317 against 0.284 ms at N = 1,024, K = 4,096), and only where its tables' inputs are
-     * 16-byte aligned and its shared memory fits; the first design's grid has M / 128 rows (<= 65,535) */
+    /* the persistent kernel where asked, or by default where it was measured faster: K <= 1,024 and N <= 3,072 (H100,
+     * M = 65,536, K = 1,024: 0.193 against 0.210 ms at N = 2,048, 0.288 against 0.324 at N = 3,072, but 0.38-0.43
+     * against 0.40 at N = 4,096 over three runs; at K = 4,096: 0.317 against 0.284), and only where its tables'
+     * inputs are 16-byte aligned and its shared memory fits; the first design's grid has M / 128 rows (<= 65,535) */
     const size_t smem_p = ob__xgp_smem_bytes(K, gs);
-    const bool want_p = (variant & OB_XNOR_PERSISTENT) || (!(variant & OB_XNOR_ONE_TILE) && K <= 1024);
+    const bool want_p = (variant & OB_XNOR_PERSISTENT) || (!(variant & OB_XNOR_ONE_TILE) && K <= 1024 && N <= 3072);
     const bool persist = want_p && smem_p <= 227 * 1024 &&
                          !(((uintptr_t)xpopc | (uintptr_t)alpha | (uintptr_t)wpopc | (uintptr_t)beta) & 15);
     if (!persist && M > 65535 * OB__XG_BM) return cudaErrorInvalidValue;
