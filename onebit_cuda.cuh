@@ -1345,20 +1345,12 @@ static int ob__colsum(ob_cuda_model *g, float *dcol, const float *a, const float
     OB_CUDA_LAUNCHED();
     return OB_OK;
 }
-/* x fp32 (or NULL), or bf16 (the bf16 stream's x_mix / x_attn); out bf16 only with the bf16 stream */
+/* x fp32 (or a typed NULL), or bf16 (the bf16 stream's x_mix / x_attn); out bf16 only with the bf16 stream */
 template <typename TO, typename TX, typename TY>
-static int ob__cu_scaled_add_forward(ob_cuda_model *g, TO *out, const TX *x, const float *scale, const TY *y, int BT, int D) {
+static int ob_cuda_scaled_add_forward(ob_cuda_model *g, TO *out, const TX *x, const float *scale, const TY *y, int BT, int D) {
     ob__k_scaled_add_fwd<<<OB__ELEMS((size_t)BT * D)>>>(out, x, scale, y, D, (size_t)BT * D, g->bf16_stream);
     OB_CUDA_LAUNCHED();
     return OB_OK;
-}
-template <typename TY>
-static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const float *x, const float *scale, const TY *y, int BT, int D) {
-    return ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D);
-}
-template <typename TY>
-static int ob_cuda_scaled_add_forward(ob_cuda_model *g, float *out, const __nv_bfloat16 *x, const float *scale, const TY *y, int BT, int D) {
-    return ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D);
 }
 /* dy = scale dout (overwrites; dy NULL: into g->g_bf in bf16, for the branch's GEMM), dscale += sum dout y */
 template <typename TY>
@@ -1399,7 +1391,7 @@ static int ob_cuda_scaled_add_rmsnorm_forward(ob_cuda_model *g, __nv_bfloat16 *o
     if (!g->bf16_stream) return ob_set_error(OB_ERR_ARG, "scaled_add_rmsnorm: only with the bf16 stream (its bf16 stores are exact there)");
     int nv = ob__row_nv(D);
     if (!nv) {
-        OB_TRY(ob__cu_scaled_add_forward(g, out, x, scale, y, BT, D));
+        OB_TRY(ob_cuda_scaled_add_forward(g, out, x, scale, y, BT, D));
         return ob_cuda_rmsnorm_forward(g, (float *)NULL, rstd, nb, out, BT, D);
     }
     OB__ROW_LAUNCH(ob__k_sum_rmsnorm_fwd_v, nv, BT, out, (float *)NULL, rstd, nb, x, (const float *)NULL, y, scale, D, g->bf16_stream);
@@ -4235,6 +4227,10 @@ static int ob__cb_grads_finish(ob__cuda_backend *cb) {
     return ob__dist_before(d, cb->g.stream);
 }
 
+static int ob__cb_direct(ob_cuda_model *g, int B, int T, float scale) { /* the piece's launches, not from a graph */
+    OB_TRY(ob_cuda_model_forward(g, B, T, 1));
+    return ob_cuda_model_backward(g, scale);
+}
 /* One piece's forward and backward (loss scaled by scale; its inputs and targets already on the device),
  * replayed from a CUDA graph: a step's ~600 launches per piece become one. A graph is captured per
  * (B, T, scale) -- per sequence length of the ladder -- on that shape's second piece (the first runs
@@ -4245,10 +4241,7 @@ static int ob__cb_grads_finish(ob__cuda_backend *cb) {
  * runs directly: nothing of a failed capture has run. */
 static int ob__cb_forward_backward(ob__cuda_backend *cb, int B, int T, float scale) {
     ob_cuda_model *g = &cb->g;
-    if (!cb->use_graphs || ob__prof.on) {
-        OB_TRY(ob_cuda_model_forward(g, B, T, 1));
-        return ob_cuda_model_backward(g, scale);
-    }
+    if (!cb->use_graphs || ob__prof.on) return ob__cb_direct(g, B, T, scale);
     int k = -1, slot = 0;
     for (int i = 0; i < OB__CB_GRAPHS; i++) {
         if (cb->graphs[i].uses && cb->graphs[i].gen != g->act_gen) { /* captured over buffers that moved */
@@ -4264,10 +4257,7 @@ static int ob__cb_forward_backward(ob__cuda_backend *cb, int B, int T, float sca
         memset(&cb->graphs[k], 0, sizeof cb->graphs[k]);
         cb->graphs[k].B = B; cb->graphs[k].T = T; cb->graphs[k].scale = scale; cb->graphs[k].gen = g->act_gen;
     }
-    if (cb->graphs[k].uses++ == 0) { /* the shape's first piece: directly */
-        OB_TRY(ob_cuda_model_forward(g, B, T, 1));
-        return ob_cuda_model_backward(g, scale);
-    }
+    if (cb->graphs[k].uses++ == 0) return ob__cb_direct(g, B, T, scale); /* the shape's first piece */
     if (!cb->graphs[k].exec) {
         cudaGraph_t graph = NULL;
         OB_CUDA_CHECK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
@@ -4282,8 +4272,7 @@ static int ob__cb_forward_backward(ob__cuda_backend *cb, int B, int T, float sca
             cudaGetLastError();
             cb->graphs[k].exec = NULL;
             cb->use_graphs = 0;
-            OB_TRY(ob_cuda_model_forward(g, B, T, 1));
-            return ob_cuda_model_backward(g, scale);
+            return ob__cb_direct(g, B, T, scale);
         }
         cb->n_captured++;
     }
