@@ -3,8 +3,8 @@
 #                    With nvcc present the GPU test is built too (it skips without a GPU).
 #   make run         the main job: trains on the embedded default (this repository's own text)
 #   make test-gpu    the GPU path against the CPU reference, and data-parallel training on 2 GPUs (needs a GPU; 2 for the latter)
-#   make bench       the GPU training step of the seed presets, timed (needs a GPU)
-#   make gpu         the GPU builds: build/{train_10min,train_unconstrained,eval}_gpu, build/test_gpu, build/test_dist_gpu, build/bench_train
+#   make bench       attention, the XNOR GEMM and the training step of the seed presets, timed (needs a GPU)
+#   make gpu         the GPU builds: build/{train_10min,train_unconstrained,eval,generate}_gpu, build/test_{gpu,attention,xnor_gemm,dist_gpu}, build/bench_{train,attention,xnor_gemm}
 #   make test-asan   the CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz        libFuzzer targets (clang), each run for FUZZ_RUNS inputs
 #   make clean
@@ -45,8 +45,8 @@ TEST_DEPS := $(HEADERS) tests/test_util.h tests/test_ties.h
 
 .PHONY: all test run test-asan fuzz clean check-tools gpu test-gpu bench
 ifeq ($(HAVE_NVCC),1)
-  GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
-  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu $(BUILD)/bench_train $(BUILD)/bench_attention
+  GPU_TESTS := $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_xnor_gemm $(BUILD)/test_dist_gpu
+  GPU_BUILDS := $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/bench_xnor_gemm
 endif
 
 # the main job: the 10-minute trainer with no data trains the embedded default (this repository's
@@ -76,20 +76,21 @@ test: check-tools $(TESTS) $(EXAMPLES) $(GPU_TESTS) $(GPU_BUILDS)
 # GPU programs: one nvcc line each
 $(BUILD)/test_gpu: tests/test_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-$(BUILD)/test_attention: tests/test_attention.cu $(CUDA_HEADERS) | $(BUILD)
+$(BUILD)/test_attention $(BUILD)/test_xnor_gemm: $(BUILD)/%: tests/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 # data-parallel training on 2 GPUs (it launches itself as the ranks; skips with fewer GPUs)
 $(BUILD)/test_dist_gpu: tests/test_dist_gpu.cu $(CUDA_HEADERS) tests/test_util.h | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-$(BUILD)/bench_train $(BUILD)/bench_attention: $(BUILD)/%: bench/%.cu $(CUDA_HEADERS) | $(BUILD)
+$(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/bench_xnor_gemm: $(BUILD)/%: bench/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
 $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu: $(BUILD)/%_gpu: examples/%.cu $(CUDA_HEADERS) | $(BUILD)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ $(CUDA_LIBS)
-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu
-test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
-	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_dist_gpu
-bench: $(BUILD)/bench_train $(BUILD)/bench_attention
+gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_xnor_gemm $(BUILD)/test_dist_gpu $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/bench_xnor_gemm $(BUILD)/train_10min_gpu $(BUILD)/train_unconstrained_gpu $(BUILD)/eval_gpu $(BUILD)/generate_gpu
+test-gpu: $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_xnor_gemm $(BUILD)/test_dist_gpu
+	@ONEBIT_SHARED=$${ONEBIT_SHARED:-../shared} sh tests/run.sh $(BUILD)/test_gpu $(BUILD)/test_attention $(BUILD)/test_xnor_gemm $(BUILD)/test_dist_gpu
+bench: $(BUILD)/bench_train $(BUILD)/bench_attention $(BUILD)/bench_xnor_gemm
 	./$(BUILD)/bench_attention
+	./$(BUILD)/bench_xnor_gemm
 	./$(BUILD)/bench_train --preset xnor-10min
 	./$(BUILD)/bench_train --preset binary-50k --steps 5
 

@@ -1,7 +1,7 @@
-/* test_xnor_gemm.cu - DRAFT - checks ob_xnor_gemm.cuh against float/double CPU references on fresh random data.
+/* test_xnor_gemm.cu - checks onebit_cuda.cuh's XNOR GEMM, packers and binary-weight GEMM against float/double
+ * CPU references on fresh random data.
  *
- *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -Wall,-Wextra,-Werror \
- *        -o build/test_xnor_gemm test_xnor_gemm.cu && build/test_xnor_gemm [--cpu-only] [--seed N]
+ *   make build/test_xnor_gemm && build/test_xnor_gemm [--cpu-only] [--seed N]     (part of make test / test-gpu)
  *
  * Part 1 (no GPU needed): the CPU references themselves -- the mirror packer against the definitions, the XNOR
  * identity, an fp32 model of the kernel's fold against the double reference, and host emulations of the
@@ -14,7 +14,7 @@
  * Without a device (or without sm_90): "SKIP xnor_gemm: ..." and exit 0 after part 1.
  */
 #define ONEBIT_IMPLEMENTATION
-#include "ob_xnor_gemm.cuh"
+#include "../onebit_cuda.cuh"
 
 #include <cmath>
 #include <cstdarg>

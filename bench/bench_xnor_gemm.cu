@@ -1,7 +1,6 @@
-/* bench_xnor_gemm.cu - DRAFT - timings of ob_xnor_gemm.cuh against cuBLAS bf16 on the same shapes, same run.
+/* bench_xnor_gemm.cu - timings of onebit_cuda.cuh's XNOR GEMM against cuBLAS bf16 on the same shapes, same run.
  *
- *   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -Wall,-Wextra,-Werror \
- *        -o build/bench_xnor_gemm bench_xnor_gemm.cu -lcublas && build/bench_xnor_gemm [--runs N] [--quick]
+ *   make build/bench_xnor_gemm && build/bench_xnor_gemm [--runs N] [--quick]      (part of make bench)
  *
  * Every time is the median of --runs (default 30) CUDA-event timings after 5 warm-up launches, on random data.
  * XNOR GEMM at M = 65,536: ms, TOPS = 2MNK/t, output GB/s, the write floor (output bytes at the copy rate
@@ -11,7 +10,7 @@
  * rate, and cuBLAS bf16 on the same shape.
  */
 #define ONEBIT_IMPLEMENTATION
-#include "ob_xnor_gemm.cuh"
+#include "../onebit_cuda.cuh"
 
 #include <algorithm>
 #include <cstdio>
