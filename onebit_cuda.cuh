@@ -64,6 +64,15 @@ typedef struct ob_cuda_model {
     __nv_bfloat16 *wq;               /* (n_params) bf16 copies for the GEMMs: alpha s(w), fp8(w), ... */
     __nv_bfloat16 *wsign;            /* (n_params) s(w) (ternary: q) of quantised matrices, for exact XNOR */
     float *qalpha;                   /* (n_alpha) group scales */
+    /* the XNOR GEMM's operands (xnor_gemm set; NULL otherwise): the binary weights' sign bits (n_alpha x
+     * group/32 words: a quantised tensor's at alpha_offset x group/32), their group popcounts, and alpha
+     * rounded to bf16 as the bf16 GEMM's operand sign(w) alpha rounds it; and one scratch for the
+     * binarised input of the GEMM at hand: its sign bits (BT x K/32) and group popcounts (BT x K/group) */
+    uint32_t *wbits, *xbits;
+    uint16_t *wpopc, *xpopc;
+    float *xalpha;
+    int xnor_gemm;                   /* binarised input x binary weights through ob_xnor_gemm (the b1 tensor cores)
+                                        instead of the bf16 GEMM: on sm_90 with group 128 or 256; ONEBIT_XNOR_GEMM=0 off */
     float *rope_cos, *rope_sin;      /* (train_seq_len, d/2) */
     /* activations for B x T */
     int B, T;
@@ -208,24 +217,24 @@ enum { OB_BWN_AUTO = 0, OB_BWN_XSMEM = 1, OB_BWN_XGLOBAL = 2 }; /* ob_bwn_gemm_e
 OB_DEF cudaError_t ob_xnor_prepare(void);
 /* W (N x K fp32, row-major, 16-byte aligned) -> wbits (N x K/32), alpha (N x G), wpopc (N x G). */
 OB_DEF cudaError_t ob_xnor_pack_weights(uint32_t *wbits, float *alpha, uint16_t *wpopc, const float *w, int N, int K,
-                                             int gs, cudaStream_t stream);
+                                        int gs, cudaStream_t stream);
 /* X (M x K fp32, row-major, 16-byte aligned) -> xbits (M x K/32), beta (M), xpopc (M x G). */
 OB_DEF cudaError_t ob_xnor_pack_acts(uint32_t *xbits, float *beta, uint16_t *xpopc, const float *x, int M, int K,
-                                          int gs, cudaStream_t stream);
+                                     int gs, cudaStream_t stream);
 /* Y (M x N, row-major, fp32 or bf16 by out) = beta . (XNOR dots scaled by alpha); any M >= 0, N >= 1, K % gs == 0. */
 OB_DEF cudaError_t ob_xnor_gemm(void *y, int out, const uint32_t *xbits, const float *beta, const uint16_t *xpopc,
-                                     const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N, int K,
-                                     int gs, cudaStream_t stream);
+                                const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N, int K,
+                                int gs, cudaStream_t stream);
 OB_DEF cudaError_t ob_xnor_gemm_ex(void *y, int out, const uint32_t *xbits, const float *beta, const uint16_t *xpopc,
-                                        const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N,
-                                        int K, int gs, int variant, cudaStream_t stream);
+                                   const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N,
+                                   int K, int gs, int variant, cudaStream_t stream);
 /* Bytes of dynamic shared memory ob_xnor_gemm needs (0: K too large for one CTA's tables). */
 OB_DEF size_t ob_xnor_gemm_smem_bytes(int K, int gs, int out);
 /* Y (M x N) = x (M x K bf16 bits, row-major, 4-byte aligned) times the binary weights (wbits, alpha). */
 OB_DEF cudaError_t ob_bwn_gemm(void *y, int out, const void *x_bf16, const uint32_t *wbits, const float *alpha, int M,
-                                    int N, int K, int gs, cudaStream_t stream);
+                               int N, int K, int gs, cudaStream_t stream);
 OB_DEF cudaError_t ob_bwn_gemm_ex(void *y, int out, const void *x_bf16, const uint32_t *wbits, const float *alpha,
-                                       int M, int N, int K, int gs, int xpath, cudaStream_t stream);
+                                  int M, int N, int K, int gs, int xpath, cudaStream_t stream);
 
 
 /* ------------------------------------------------------------------------------------------------
@@ -559,8 +568,12 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
         }
     }
 }
+/* With `bits` (the XNOR GEMM's operand; K % 128 == 0) it also packs the row: sign bits (bit k % 32 of word
+ * k / 32, 1 for x >= 0, as ob_xnor_pack_acts), the popcount of each group of gs, and beta rounded to bf16
+ * (the value the bf16 operand sign(x) beta carries, so both GEMMs compute the same product). */
 template <int NV, typename TX>
-__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(__nv_bfloat16 *sx, float *beta, const TX *x, int K, int scaled) {
+__global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(__nv_bfloat16 *sx, float *beta, uint32_t *bits, uint16_t *popc,
+                                                                               const TX *x, int K, int scaled, int gs) {
     size_t o = (size_t)blockIdx.x * K;
     float4 v[NV];
     int n4 = ob__row_load<NV>(v, x + o, K);
@@ -568,15 +581,39 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(_
 #pragma unroll
     for (int j = 0; j < NV; j++) s += fabsf(v[j].x) + fabsf(v[j].y) + fabsf(v[j].z) + fabsf(v[j].w);
     s = ob__block_sum(s);
-    float bt = fmaxf(s / K, 1e-8f), m = scaled ? bt : 1.0f;
+    float bt = fmaxf(s / K, 1e-8f);
+    if (bits) bt = __bfloat162float(__float2bfloat16_rn(bt));
+    float m = scaled ? bt : 1.0f;
     if (threadIdx.x == 0) beta[blockIdx.x] = bt;
+    __shared__ int chunk_popc[NV * OB__ROW_THREADS / 32]; /* per 128 elements: one warp's float4s */
+    const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         int i = threadIdx.x + j * OB__ROW_THREADS;
-        if (i >= n4) break;
+        if (i >= n4) break; /* with bits, uniform per warp: n4 is a multiple of 32 */
         __nv_bfloat162 *sb = reinterpret_cast<__nv_bfloat162 *>(sx + o) + 2 * i;
         sb[0] = __floats2bfloat162_rn(v[j].x >= 0.0f ? m : -m, v[j].y >= 0.0f ? m : -m);
         sb[1] = __floats2bfloat162_rn(v[j].z >= 0.0f ? m : -m, v[j].w >= 0.0f ? m : -m);
+        if (bits) {
+            /* 8 lanes' nibbles make word i / 8 of the row */
+            uint32_t nib = (v[j].x >= 0.0f ? 1u : 0u) | (v[j].y >= 0.0f ? 2u : 0u) | (v[j].z >= 0.0f ? 4u : 0u) | (v[j].w >= 0.0f ? 8u : 0u);
+            uint32_t w = nib << (4 * (lane & 7));
+            w |= __shfl_xor_sync(0xffffffffu, w, 1);
+            w |= __shfl_xor_sync(0xffffffffu, w, 2);
+            w |= __shfl_xor_sync(0xffffffffu, w, 4);
+            if ((lane & 7) == 0) bits[o / 32 + i / 8] = w;
+            int c = __reduce_add_sync(0xffffffffu, (unsigned)__popc(nib));
+            if (lane == 0) chunk_popc[i / 32] = c;
+        }
+    }
+    if (bits) {
+        __syncthreads();
+        int G = K / gs, per = gs / 128;
+        for (int gi = threadIdx.x; gi < G; gi += OB__ROW_THREADS) {
+            int c = 0;
+            for (int t = 0; t < per; t++) c += chunk_popc[gi * per + t];
+            popc[(size_t)blockIdx.x * G + gi] = (uint16_t)c;
+        }
     }
 }
 /* float4 per thread for a row of C, 0 when the row does not fit the register-held kernels */
@@ -1205,9 +1242,11 @@ __device__ static float ob__dev_bf16_round(float v) { return __bfloat162float(__
 
 /* One block per group: alpha = max(mean|w|, 1e-8) (rounded as stored), q = alpha s(w) or
  * alpha clamp(round(w / alpha)); sign matrix and bf16 copies for the GEMMs. round_mode: 0 none,
- * 1 fp8 (scale_fp8), 2 bf16 (storage_exact); fp8_inside: binary weights round alpha before use. */
-__global__ static void ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_bfloat16 *ws, float *alpha, const float *w, int g, int ternary,
-                                             int round_mode) {
+ * 1 fp8 (scale_fp8), 2 bf16 (storage_exact); fp8_inside: binary weights round alpha before use.
+ * With wbits (binary weights, blockDim.x = 128 dividing g): the XNOR GEMM's operand too -- the group's
+ * sign bits (g / 32 words), its popcount, and alpha rounded to bf16 (xalpha). */
+__global__ static void ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_bfloat16 *ws, float *alpha, uint32_t *wbits, uint16_t *wpopc,
+                                             float *xalpha, const float *w, int g, int ternary, int round_mode) {
     const float *wg = w + (size_t)blockIdx.x * g;
     double s = 0.0;
     for (int k = threadIdx.x; k < g; k += blockDim.x) s += fabs((double)wg[k]);
@@ -1224,19 +1263,33 @@ __global__ static void ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_
         a_raw_sh = a; /* ternary decisions use the unrounded scale, as on the CPU */
         a_sh = round_mode == 1 ? ob__dev_fp8_round(a) : round_mode == 2 ? ob__dev_bf16_round(a) : a;
         alpha[blockIdx.x] = a_sh;
+        if (xalpha) xalpha[blockIdx.x] = __bfloat162float(__float2bfloat16_rn(a_sh));
     }
+    __shared__ int popc_sh;
+    if (threadIdx.x == 0) popc_sh = 0;
     __syncthreads();
     float a_store = a_sh, a_raw = a_raw_sh;
     for (int k = threadIdx.x; k < g; k += blockDim.x) {
         float sgn;
         if (ternary) { float t = rintf(wg[k] / a_raw); sgn = fminf(fmaxf(t, -1.0f), 1.0f); }
         else sgn = wg[k] >= 0.0f ? 1.0f : -1.0f;
+        if (wbits) { /* a warp's 32 consecutive elements are one word */
+            uint32_t word = __ballot_sync(0xffffffffu, sgn > 0.0f);
+            if ((threadIdx.x & 31) == 0) {
+                wbits[((size_t)blockIdx.x * g + k) / 32] = word;
+                atomicAdd(&popc_sh, __popc(word));
+            }
+        }
         size_t i = (size_t)blockIdx.x * g + k;
         float v = sgn * a_store;
         if (ternary && round_mode && sgn == 0.0f) v = 0.0f; /* the CPU re-maps stored ternary zeros to +0 */
         qv[i] = v;
         wq[i] = __float2bfloat16(v);
         ws[i] = __float2bfloat16(sgn);
+    }
+    if (wbits) {
+        __syncthreads();
+        if (threadIdx.x == 0) wpopc[blockIdx.x] = (uint16_t)popc_sh;
     }
 }
 /* Other tensors: fp8 (QAT), bf16 (storage_exact) or a copy; plus the bf16 GEMM copy. */
@@ -1973,7 +2026,7 @@ __global__ void __launch_bounds__(256) ob__k_bwn(void *__restrict__ y, const uin
 static int ob__xnor_gs_ok(int K, int gs) { return (gs == 128 || gs == 256) && K > 0 && K % gs == 0; }
 
 OB_DEF cudaError_t ob_xnor_pack_weights(uint32_t *wbits, float *alpha, uint16_t *wpopc, const float *w, int N, int K,
-                                             int gs, cudaStream_t stream) {
+                                        int gs, cudaStream_t stream) {
     if (!ob__xnor_gs_ok(K, gs) || N < 0 || ((uintptr_t)w & 15)) return cudaErrorInvalidValue;
     if (N == 0) return cudaSuccess;
     const dim3 grid((unsigned)((N + 7) / 8));
@@ -1983,7 +2036,7 @@ OB_DEF cudaError_t ob_xnor_pack_weights(uint32_t *wbits, float *alpha, uint16_t 
 }
 
 OB_DEF cudaError_t ob_xnor_pack_acts(uint32_t *xbits, float *beta, uint16_t *xpopc, const float *x, int M, int K,
-                                          int gs, cudaStream_t stream) {
+                                     int gs, cudaStream_t stream) {
     if (!ob__xnor_gs_ok(K, gs) || M < 0 || ((uintptr_t)x & 15)) return cudaErrorInvalidValue;
     if (M == 0) return cudaSuccess;
     const dim3 grid((unsigned)((M + 7) / 8));
@@ -2054,8 +2107,8 @@ static cudaError_t ob__xg_launch(void *y, const uint32_t *xb, const float *beta,
 }
 
 OB_DEF cudaError_t ob_xnor_gemm_ex(void *y, int out, const uint32_t *xbits, const float *beta, const uint16_t *xpopc,
-                                        const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N,
-                                        int K, int gs, int variant, cudaStream_t stream) {
+                                   const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N,
+                                   int K, int gs, int variant, cudaStream_t stream) {
     const int fold = variant & OB_XNOR_FOLD_MAGIC;
     if (!ob__xnor_gs_ok(K, gs) || M < 0 || N <= 0 || (out != OB_XNOR_OUT_F32 && out != OB_XNOR_OUT_BF16) ||
         (variant & ~(OB_XNOR_FOLD_MAGIC | OB_XNOR_ONE_TILE | OB_XNOR_PERSISTENT)) ||
@@ -2091,8 +2144,8 @@ OB_DEF cudaError_t ob_xnor_gemm_ex(void *y, int out, const uint32_t *xbits, cons
 }
 
 OB_DEF cudaError_t ob_xnor_gemm(void *y, int out, const uint32_t *xbits, const float *beta, const uint16_t *xpopc,
-                                     const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N, int K,
-                                     int gs, cudaStream_t stream) {
+                                const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N, int K,
+                                int gs, cudaStream_t stream) {
     return ob_xnor_gemm_ex(y, out, xbits, beta, xpopc, wbits, alpha, wpopc, M, N, K, gs, OB_XNOR_FOLD_SUBNORMAL, stream);
 }
 
@@ -2131,7 +2184,7 @@ static cudaError_t ob__bwn_mt(int mt, void *y, const void *x, const uint32_t *wb
 }
 
 OB_DEF cudaError_t ob_bwn_gemm_ex(void *y, int out, const void *x_bf16, const uint32_t *wbits, const float *alpha,
-                                       int M, int N, int K, int gs, int xpath, cudaStream_t stream) {
+                                  int M, int N, int K, int gs, int xpath, cudaStream_t stream) {
     if (!ob__xnor_gs_ok(K, gs) || M < 0 || N <= 0 || (out != OB_XNOR_OUT_F32 && out != OB_XNOR_OUT_BF16) ||
         xpath < OB_BWN_AUTO || xpath > OB_BWN_XGLOBAL)
         return cudaErrorInvalidValue;
@@ -2158,7 +2211,7 @@ OB_DEF cudaError_t ob_bwn_gemm_ex(void *y, int out, const void *x_bf16, const ui
 }
 
 OB_DEF cudaError_t ob_bwn_gemm(void *y, int out, const void *x_bf16, const uint32_t *wbits, const float *alpha, int M,
-                                    int N, int K, int gs, cudaStream_t stream) {
+                               int N, int K, int gs, cudaStream_t stream) {
     return ob_bwn_gemm_ex(y, out, x_bf16, wbits, alpha, M, N, K, gs, OB_BWN_AUTO, stream);
 }
 
@@ -2198,12 +2251,20 @@ static float *ob__dev(const ob_cuda_model *g, const float *host_ptr, float *base
 static __nv_bfloat16 *ob__dev_bf(const ob_cuda_model *g, const float *host_ptr, __nv_bfloat16 *base) {
     return host_ptr ? base + (host_ptr - g->layout->params) : NULL;
 }
-static const float *ob__alpha_dev(const ob_cuda_model *g, const float *host_ptr) {
+/* the first group scale of a quantised tensor, by its host parameter pointer: an index into qalpha
+ * (and xalpha, wpopc; wbits at group / 32 words per group) */
+static size_t ob__alpha_offset(const ob_cuda_model *g, const float *host_ptr) {
     size_t off = (size_t)(host_ptr - g->layout->params);
     for (int i = 0; i < g->layout->n_tensors; i++)
-        if (g->layout->tensors[i].kind == OB_PARAM_QUANT && g->layout->tensors[i].offset == off) return g->qalpha + g->layout->tensors[i].alpha_offset;
-    return NULL;
+        if (g->layout->tensors[i].kind == OB_PARAM_QUANT && g->layout->tensors[i].offset == off) return g->layout->tensors[i].alpha_offset;
+    return (size_t)-1;
 }
+static const float *ob__alpha_dev(const ob_cuda_model *g, const float *host_ptr) {
+    size_t ao = ob__alpha_offset(g, host_ptr);
+    return ao == (size_t)-1 ? NULL : g->qalpha + ao;
+}
+static int ob__xnor_out(const float *) { return OB_XNOR_OUT_F32; }
+static int ob__xnor_out(const __nv_bfloat16 *) { return OB_XNOR_OUT_BF16; }
 
 /* Row-major GEMMs through cuBLAS (column-major): see the layout note at ob__gemm_rm. */
 #define ob__gemm_rm(...) ob__gemm_rm_at(__func__, __LINE__, __VA_ARGS__)
@@ -2263,9 +2324,21 @@ static int ob_cuda_qlinear_forward(ob_cuda_model *g, TO *out, const TI *in, __nv
         return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
     }
     int gs = g->cfg.group_size, G = K / gs, nv = ob__row_nv(K), scaled = dots == NULL;
-    if (nv) OB__ROW_LAUNCH(ob__k_binarize_act_v, nv, M, in_bf, beta, in, K, scaled);
+    /* the b1 tensor-core GEMM: the binarising kernel packs the signs too (the bf16 X_b is still written:
+     * the backward's dW = dY^T X_b reads it) */
+    size_t ao = g->xnor_gemm ? ob__alpha_offset(g, w_host) : (size_t)-1;
+    int xnor = ao != (size_t)-1 && nv && !dots && K % 128 == 0;
+    if (nv) OB__ROW_LAUNCH(ob__k_binarize_act_v, nv, M, in_bf, beta, xnor ? g->xbits : NULL, g->xpopc, in, K, scaled, gs);
     else ob__k_binarize_act<<<M, 256, 0, g->stream>>>(in_bf, beta, in, K, scaled);
     OB_CUDA_LAUNCHED();
+    /* Y = beta sum_g alpha_g (integer dot of the signs of group g), beta and alpha rounded to bf16: the
+     * product the bf16 GEMM below computes, up to the fp32 summation order of the G group terms */
+    if (xnor) {
+        OB_CUDA_CHECK(ob_xnor_gemm(out, ob__xnor_out(out), g->xbits, beta, g->xpopc, g->wbits + ao * (gs / 32), g->xalpha + ao, g->wpopc + ao, M, N,
+                                   K, gs, g->stream));
+        ob__prof_mark(__func__, __LINE__, N, M, K);
+        return OB_OK;
+    }
     /* one GEMM: X_b = sign(x) beta against W_q = sign(w) alpha, both rounded to bf16 as the seeds'
      * autocast rounds them, fp32 accumulation; the backward's dW = dY^T X_b reads the same X_b */
     if (!dots) return ob__linear_fwd(g, out, in_bf, wq, M, K, N);
@@ -3942,7 +4015,10 @@ static size_t ob__cu_layout(ob_cuda_model *g, char *base, int B, int T, int grad
         pi = (int32_t *)ob__take(&b, BT * sizeof(int32_t)); if (base) g->targets = pi;
         float **pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->ar_tab = pp;
         pp = (float **)ob__take(&b, (size_t)(ns > 0 ? ns : 1) * sizeof(float *)); if (base) g->dS_tab = pp;
-        /* the XNOR products' group dot products: the largest G M N of the model's binarised linears */
+        /* the XNOR GEMM's packed input (ob_cuda_qlinear_forward): one scratch, K <= max(D, F) */
+        size_t kmax = F > D ? F : D, gsz = (size_t)c->group_size;
+        uint32_t *xb = g->xnor_gemm ? (uint32_t *)ob__take(&b, BT * kmax / 8) : NULL; if (base) g->xbits = xb;
+        uint16_t *xp = g->xnor_gemm ? (uint16_t *)ob__take(&b, BT * (kmax / gsz) * sizeof(uint16_t)) : NULL; if (base) g->xpopc = xp;
     } else {
         float **fields[] = {&g->dres, &g->dnext, &g->dx0, &g->blk_res, &g->dq};
         for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) { float *p = F32(BT * D); if (base) *fields[i] = p; }
@@ -4040,6 +4116,21 @@ static int ob__cu_acts(ob_cuda_model *g, int B, int T) {
     return OB_OK;
 }
 
+/* The XNOR GEMM runs where it is built and tested: binarised inputs against binary (not ternary)
+ * weights, groups of 128 or 256, compute capability 9.x (the kernels use mma.sync b1, cp.async and
+ * ldmatrix; measured on the H100); ONEBIT_XNOR_GEMM=0 keeps the bf16 GEMM (the seeds' path). */
+static int ob__cu_xnor_gemm_wanted(const ob_config *c) {
+    const char *e = getenv("ONEBIT_XNOR_GEMM");
+    if (e && !strcmp(e, "0")) return 0;
+    if (c->binarize_act < 1 || c->weight_quant == OB_WEIGHTS_TERNARY || (c->group_size != 128 && c->group_size != 256)) return 0;
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return major == 9;
+}
+
 OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     memset(g, 0, sizeof *g);
     const char *fs = getenv("ONEBIT_FP32_STREAM");
@@ -4066,6 +4157,14 @@ OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
     OB_CUDA_CHECK(cudaMalloc((void **)&g->wq, n * sizeof(__nv_bfloat16)));
     OB_CUDA_CHECK(cudaMalloc((void **)&g->wsign, n * sizeof(__nv_bfloat16)));
     OB_CUDA_CHECK(cudaMalloc((void **)&g->qalpha, (host->n_alpha ? host->n_alpha : 1) * sizeof(float)));
+    g->xnor_gemm = ob__cu_xnor_gemm_wanted(&g->cfg);
+    if (g->xnor_gemm) {
+        size_t na = host->n_alpha ? host->n_alpha : 1;
+        OB_CUDA_CHECK(cudaMalloc((void **)&g->wbits, na * (size_t)(g->cfg.group_size / 8)));
+        OB_CUDA_CHECK(cudaMalloc((void **)&g->wpopc, na * sizeof(uint16_t)));
+        OB_CUDA_CHECK(cudaMalloc((void **)&g->xalpha, na * sizeof(float)));
+        OB_CUDA_CHECK(ob_xnor_prepare()); /* the kernels' shared-memory limits, before any graph capture */
+    }
     OB_CUDA_CHECK(cudaMalloc((void **)&g->rope_cos, (size_t)g->cfg.train_seq_len * half * sizeof(float)));
     OB_CUDA_CHECK(cudaMalloc((void **)&g->rope_sin, (size_t)g->cfg.train_seq_len * half * sizeof(float)));
     OB_TRY(ob__copy_sync(g->stream, g->rope_cos, host->rope_cos, (size_t)g->cfg.train_seq_len * half * sizeof(float), cudaMemcpyHostToDevice));
@@ -4077,6 +4176,7 @@ OB_DEF int ob_cuda_model_init(ob_cuda_model *g, const ob_model *host) {
 OB_DEF void ob_cuda_model_free(ob_cuda_model *g) {
     if (!g) return;
     cudaFree(g->params); cudaFree(g->grads); cudaFree(g->qparams); cudaFree(g->wq); cudaFree(g->wsign); cudaFree(g->qalpha);
+    cudaFree(g->wbits); cudaFree(g->wpopc); cudaFree(g->xalpha);
     cudaFree(g->rope_cos); cudaFree(g->rope_sin); cudaFree(g->act_mem); cudaFree(g->grad_mem); cudaFree(g->cublas_ws);
     if (g->cublas) cublasDestroy(g->cublas);
     if (g->stream) cudaStreamDestroy(g->stream);
@@ -4115,10 +4215,12 @@ OB_DEF int ob_cuda_model_quantize(ob_cuda_model *g) {
     for (int i = 0; i < h->n_tensors; i++) {
         const ob_tensor_info *t = &h->tensors[i];
         if (t->kind == OB_PARAM_QUANT) {
-            int ngroups = (int)(t->numel / (size_t)c->group_size);
-            ob__k_quantize_groups<<<ngroups, 128, 0, g->stream>>>(g->qparams + t->offset, g->wq + t->offset, g->wsign + t->offset,
-                                                                  g->qalpha + t->alpha_offset, g->params + t->offset, c->group_size,
-                                                                  c->weight_quant == OB_WEIGHTS_TERNARY, round_mode);
+            int ngroups = (int)(t->numel / (size_t)c->group_size), gw = c->group_size / 32;
+            ob__k_quantize_groups<<<ngroups, 128, 0, g->stream>>>(
+                g->qparams + t->offset, g->wq + t->offset, g->wsign + t->offset, g->qalpha + t->alpha_offset,
+                g->xnor_gemm ? g->wbits + t->alpha_offset * gw : NULL, g->xnor_gemm ? g->wpopc + t->alpha_offset : NULL,
+                g->xnor_gemm ? g->xalpha + t->alpha_offset : NULL, g->params + t->offset, c->group_size, c->weight_quant == OB_WEIGHTS_TERNARY,
+                round_mode);
         } else {
             int mode = ((t->kind == OB_PARAM_EMBED || t->kind == OB_PARAM_FLOAT_MATRIX) && c->fp8_qat) ? 1 : c->storage_exact ? 2 : 0;
             ob__k_quantize_plain<<<OB__ELEMS(t->numel)>>>(g->qparams + t->offset, g->wq + t->offset, g->params + t->offset, mode, t->numel);
@@ -5404,8 +5506,9 @@ static void ob__cb_memory_report(ob_backend *b, char *line, size_t n) {
     if (cb->use_graphs) snprintf(graphs, sizeof graphs, "on, one per sequence length (%d captured so far)", cb->n_captured);
     else snprintf(graphs, sizeof graphs, "%s", cb->graph_note);
     snprintf(line, n, "memory: weights fp32 + grads + forward copies %.2f GB, optimizer state fp32 %.2f GB, activations %.2f GB, "
-             "gradient scratch %.2f GB; device in use %.2f of %.2f GB; CUDA graphs %s", weights / 1e9, optim / 1e9, (double)g->act_cap / 1e9,
-             (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9, graphs);
+             "gradient scratch %.2f GB; device in use %.2f of %.2f GB; CUDA graphs %s; binarised linears on the %s", weights / 1e9, optim / 1e9,
+             (double)g->act_cap / 1e9, (double)g->grad_cap / 1e9, (double)(total_b - free_b) / 1e9, (double)total_b / 1e9, graphs,
+             g->xnor_gemm ? "XNOR GEMM" : g->cfg.binarize_act ? "bf16 GEMM" : "bf16 GEMM (none here: no binarised input)");
 }
 static int ob__cb_ema(ob_backend *b, int start_now) { return ob_cuda_ema_update(&((ob__cuda_backend *)b->ctx)->o, start_now); }
 

@@ -1,13 +1,17 @@
 /* bench_train: the GPU training step of a preset, timed, with where the time goes.
  *
- *   bench_train [--preset xnor-10min] [--steps 20] [--seq 1024] [--profile 1] [--set KEY=VALUE ...]
+ *   bench_train [--preset xnor-10min] [--steps 20] [--seq 1024] [--profile 1] [--eval N] [--set KEY=VALUE ...]
  *
  * A whole step (ob_backend_cuda's train_step: the loader, accum micro-batches of forward and backward,
  * the optimizer) is timed by the wall clock over --steps steps after 3 warm-up steps (each step ends
  * with the optimizer's gradient-norm read-back, so the clock sees the device's work). Then one
  * micro-batch's forward, backward and one optimizer step are timed apart with CUDA events. Tokens are
  * uniform random ids (speed does not depend on them), or DATA_PATH's shards when set. --profile 1 adds
- * ob_cuda_profile_report's table for one micro-batch's forward and backward and one optimizer step. */
+ * ob_cuda_profile_report's table for one micro-batch's forward and backward and one optimizer step.
+ * --eval N times the sliding-window evaluation (ob_eval_sliding: windows of the training length every
+ * 64 tokens, 32 windows per call, as examples/eval.cu runs it) over N of the same tokens.
+ * ONEBIT_XNOR_GEMM=0 in the environment runs the binarised linears on the bf16 GEMM instead of the
+ * XNOR GEMM (the with / without figures of BENCHMARKS.md). */
 #define ONEBIT_IMPLEMENTATION
 #include "../onebit_cuda.cuh"
 
@@ -20,6 +24,7 @@ static float event_ms(cudaEvent_t a, cudaEvent_t b) {
 int main(int argc, char **argv) {
     const char *preset = "xnor-10min";
     int steps = 20, seq = 0, profile = 0;
+    long long eval_tokens = 0;
     for (int i = 1; i + 1 < argc; i += 2)
         if (!strcmp(argv[i], "--preset")) preset = argv[i + 1];
     ob_run_options o;
@@ -30,6 +35,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--steps")) { steps = atoi(argv[++i]); continue; }
         if (!strcmp(argv[i], "--seq")) { seq = atoi(argv[++i]); continue; }
         if (!strcmp(argv[i], "--profile")) { profile = atoi(argv[++i]); continue; }
+        if (!strcmp(argv[i], "--eval")) { eval_tokens = atoll(argv[++i]); continue; }
         if (!strcmp(argv[i], "--set")) {
             char kv[256];
             snprintf(kv, sizeof kv, "%s", argv[++i]);
@@ -43,6 +49,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (steps < 1) { fprintf(stderr, "bench_train: --steps must be positive\n"); return 2; }
+    if (eval_tokens < 0 || eval_tokens > (1 << 24)) { fprintf(stderr, "bench_train: --eval must be 0 .. 16,777,216 tokens\n"); return 2; }
     if (seq <= 0) seq = o.model.train_seq_len;
     ob_model m;
     ob_optimizer opt;
@@ -120,7 +127,37 @@ int main(int argc, char **argv) {
            steps, (double)o.batch_tokens / step_ms * 1e3, tflops, 100.0 * tflops / 989.0, loss);
     printf("  one piece of %d x %d tokens: forward %.2f ms, backward %.2f ms; optimizer step %.2f ms; x%d pieces = %.1f ms + optimizer\n",
            B, seq, fwd / reps, bwd / reps, optm / reps, o.accum * pieces, (fwd + bwd) / reps * o.accum * pieces);
-    printf("  device memory in use: %.2f GB of %.2f GB (activations %.2f GB)\n", (total_b - free_b) / 1e9, total_b / 1e9, g->act_bytes / 1e9);
+    printf("  device memory in use: %.2f GB of %.2f GB (activations %.2f GB); binarised linears on the %s\n", (total_b - free_b) / 1e9,
+           total_b / 1e9, g->act_bytes / 1e9, g->xnor_gemm ? "XNOR GEMM (b1 tensor cores)" : "bf16 GEMM");
+    if (eval_tokens > 0) {
+        /* the sliding-window evaluation over tokens held in memory; bits per byte on a table of one
+         * byte per token (the time does not depend on it) */
+        if (!tok) { fprintf(stderr, "bench_train: --eval uses the random tokens (unset DATA_PATH)\n"); return 2; }
+        int V = o.model.vocab_size;
+        ob_val_set vs;
+        memset(&vs, 0, sizeof vs);
+        vs.n_tokens = (size_t)eval_tokens; vs.vocab_size = V; vs.mem = tok;
+        ob_bpb_tables bt;
+        bt.size = V;
+        bt.base_bytes = (int16_t *)malloc((size_t)V * sizeof(int16_t));
+        bt.has_leading_space = (uint8_t *)calloc((size_t)V, 1);
+        bt.is_boundary = (uint8_t *)calloc((size_t)V, 1);
+        for (int i = 0; i < V; i++) bt.base_bytes[i] = 1;
+        ob_eval_result ev;
+        /* warm-up: one call's worth of windows (the activations are sized for 32 windows there) */
+        ob_val_set warm = vs;
+        warm.n_tokens = (size_t)seq + 2 + 64 * 31 < vs.n_tokens ? (size_t)seq + 2 + 64 * 31 : vs.n_tokens;
+        e = ob_eval_sliding(be.score, be.ctx, &warm, &bt, seq, 64, 32, 1.0f, 0, 0, 1, &ev);
+        if (e) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+        double t0 = ob_now_ms();
+        e = ob_eval_sliding(be.score, be.ctx, &vs, &bt, seq, 64, 32, 1.0f, 0, 0, 1, &ev);
+        double t_eval = ob_now_ms() - t0;
+        if (e) { fprintf(stderr, "bench_train: %s\n", ob_last_error()); return 1; }
+        long long windows = (eval_tokens - 1 - seq) / 64 + 1;
+        printf("  sliding-window eval (seq %d, stride 64, 32 windows per call): %lld tokens, %lld windows in %.1f ms = %.0f windows/s; val_loss %.4f\n",
+               seq, eval_tokens, windows, t_eval, windows / (t_eval * 1e-3), ev.val_loss);
+        free(bt.base_bytes); free(bt.has_leading_space); free(bt.is_boundary);
+    }
     if (profile) {
         ob_cuda_profile_start(g->stream);
         e = ob_cuda_model_forward(g, B, seq, 1);

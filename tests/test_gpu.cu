@@ -550,6 +550,105 @@ static void test_model(const char *name, ob_config cfg, int B, int T, uint64_t s
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* The b1 tensor-core XNOR GEMM inside the model (binarised input x binary weights, group 128 / 256)
+ * against the bf16 GEMM it replaces (ONEBIT_XNOR_GEMM=0), one host model, two device models:
+ * - the weights' packing: sign bits and group popcounts equal ob_xnor_pack_weights' on the same fp32
+ *   weights, bit for bit, and the XNOR GEMM's alpha equals the bf16 operand's, bf16(alpha), exactly;
+ * - layer 0's qkv product (the same binarised input in both) differs only by the fp32 order of the
+ *   group sum: every value within one bf16 step (2^-7 relative) of the other, >= 99 % identical;
+ * - downstream, a sign that flips near zero moves the rest a little: logits within BOUND_LOGITS,
+ *   the loss within 0.5 %, every gradient within BOUND_GRAD of the bf16 path's. */
+static void test_xnor_gemm_path(const char *name, ob_config cfg, int B, int T, uint64_t seed) {
+    char label[200];
+    ob_model m;
+    ob_cuda_model g[2];
+    if (ob_config_validate(&cfg) || ob_model_init(&m, &cfg)) { tu_report("FAIL", name, "%s", ob_last_error()); return; }
+    randomize(&m, seed);
+    int e = 0;
+    for (int on = 0; on < 2 && !e; on++) {
+        setenv("ONEBIT_XNOR_GEMM", on ? "1" : "0", 1);
+        e = ob_cuda_model_init(&g[on], &m);
+        if (e) { tu_report("FAIL", name, "gpu init: %s", ob_last_error()); if (on) ob_cuda_model_free(&g[0]); }
+    }
+    unsetenv("ONEBIT_XNOR_GEMM");
+    if (e) { ob_model_free(&m); return; }
+    snprintf(label, sizeof label, "%s/enabled", name);
+    TU_CHECK(g[1].xnor_gemm == 1 && g[0].xnor_gemm == 0, label, "xnor_gemm %d with ONEBIT_XNOR_GEMM=1 (group %d, mode %d), %d with =0", g[1].xnor_gemm,
+             cfg.group_size, cfg.binarize_act, g[0].xnor_gemm);
+    if (!g[1].xnor_gemm) { ob_cuda_model_free(&g[0]); ob_cuda_model_free(&g[1]); ob_model_free(&m); return; }
+    ob_rng r;
+    ob_rng_seed(&r, seed + 1);
+    size_t BT = (size_t)B * T, V = (size_t)cfg.vocab_size;
+    int32_t *x = (int32_t *)malloc(BT * 4), *y = (int32_t *)malloc(BT * 4);
+    for (size_t i = 0; i < BT; i++) { x[i] = (int32_t)(ob_rng_u64(&r) % V); y[i] = (int32_t)(ob_rng_u64(&r) % V); }
+    float loss[2] = {0, 0};
+    for (int on = 0; on < 2 && !e; on++) e = gpu_fwd_bwd(&g[on], x, y, B, T, &loss[on]);
+    snprintf(label, sizeof label, "%s/runs", name);
+    if (e) tu_report("FAIL", label, "%s", ob_last_error());
+    if (!e) { /* the packed weights of block 0's qkv matrix */
+        const ob_tensor_info *t = NULL;
+        for (int i = 0; i < m.n_tensors; i++) if (m.params + m.tensors[i].offset == m.p.blocks[0].c_qkv) t = &m.tensors[i];
+        int gs = cfg.group_size, K = cfg.model_dim, N = (int)(t->numel / (size_t)K), G = K / gs;
+        size_t nw = (size_t)N * K / 32, ng = (size_t)N * G;
+        uint32_t *bits;
+        uint16_t *popc;
+        float *alpha;
+        cudaMalloc((void **)&bits, nw * 4); cudaMalloc((void **)&popc, ng * 2); cudaMalloc((void **)&alpha, ng * 4);
+        cudaError_t ce = ob_xnor_pack_weights(bits, alpha, popc, g[1].params + t->offset, N, K, gs, 0);
+        if (ce == cudaSuccess) ce = cudaDeviceSynchronize();
+        uint32_t *hb = (uint32_t *)malloc(nw * 4), *mb = (uint32_t *)malloc(nw * 4);
+        uint16_t *hp = (uint16_t *)malloc(ng * 2), *mp = (uint16_t *)malloc(ng * 2);
+        float *xa = (float *)malloc(ng * 4), *qa = (float *)malloc(ng * 4);
+        cudaMemcpy(hb, bits, nw * 4, cudaMemcpyDeviceToHost); cudaMemcpy(mb, g[1].wbits + t->alpha_offset * (gs / 32), nw * 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(hp, popc, ng * 2, cudaMemcpyDeviceToHost); cudaMemcpy(mp, g[1].wpopc + t->alpha_offset, ng * 2, cudaMemcpyDeviceToHost);
+        cudaMemcpy(xa, g[1].xalpha + t->alpha_offset, ng * 4, cudaMemcpyDeviceToHost); cudaMemcpy(qa, g[1].qalpha + t->alpha_offset, ng * 4, cudaMemcpyDeviceToHost);
+        size_t bd = 0, pd = 0, ad = 0;
+        for (size_t i = 0; i < nw; i++) bd += hb[i] != mb[i];
+        for (size_t i = 0; i < ng; i++) { pd += hp[i] != mp[i]; ad += xa[i] != __bfloat162float(__float2bfloat16_rn(qa[i])); }
+        snprintf(label, sizeof label, "%s/weight_packing", name);
+        TU_CHECK(ce == cudaSuccess && bd == 0 && pd == 0 && ad == 0, label,
+                 "block 0 qkv (%d x %d, group %d): %zu of %zu sign words, %zu of %zu popcounts differ from ob_xnor_pack_weights, %zu alphas from bf16(alpha) (%s)",
+                 N, K, gs, bd, nw, pd, ng, ad, cudaGetErrorString(ce));
+        cudaFree(bits); cudaFree(popc); cudaFree(alpha);
+        free(hb); free(mb); free(hp); free(mp); free(xa); free(qa);
+        /* layer 0's qkv product */
+        size_t nq = BT * (size_t)N, same = 0, far = 0;
+        float *q0 = bf16_to_host(g[0].L[0].qkv, nq), *q1 = bf16_to_host(g[1].L[0].qkv, nq);
+        for (size_t i = 0; i < nq; i++) {
+            float a = q0[i], b = q1[i], mx = fmaxf(fabsf(a), fabsf(b));
+            same += a == b;
+            far += !(fabsf(a - b) <= ldexpf(mx, -7));
+        }
+        snprintf(label, sizeof label, "%s/layer0_product", name);
+        TU_CHECK(far == 0 && same >= 0.99 * nq, label, "qkv of layer 0 (%zu values): %zu identical (%.3f%%, bound 99%%), %zu more than one bf16 step apart (bound 0)",
+                 nq, same, 100.0 * same / nq, far);
+        free(q0); free(q1);
+        float *l0 = to_host(g[0].logits, BT * V), *l1 = to_host(g[1].logits, BT * V);
+        double rl = rel_l2(l1, l0, BT * V);
+        snprintf(label, sizeof label, "%s/forward", name);
+        TU_CHECK(rl <= BOUND_LOGITS && fabs(loss[1] - loss[0]) <= 5e-3 * fabs(loss[0]), label,
+                 "logits rel %.2e (bound %.0e), loss %.5f with the XNOR GEMM, %.5f with the bf16 GEMM (bound 0.5%%)", rl, BOUND_LOGITS, loss[1], loss[0]);
+        free(l0); free(l1);
+        float *g0 = to_host(g[0].grads, m.n_params), *g1 = to_host(g[1].grads, m.n_params);
+        double worst = 0.0;
+        const char *wn = "-";
+        for (int i = 0; i < m.n_tensors; i++) {
+            const ob_tensor_info *ti = &m.tensors[i];
+            if (!ti->has_grad) continue;
+            double rg = rel_l2(g1 + ti->offset, g0 + ti->offset, ti->numel);
+            if (!(rg <= worst)) { worst = rg; wn = ti->name; }
+        }
+        snprintf(label, sizeof label, "%s/gradients", name);
+        TU_CHECK(worst <= BOUND_GRAD, label, "worst %s rel %.2e against the bf16 GEMM's (bound %.0e)", wn, worst, BOUND_GRAD);
+        free(g0); free(g1);
+    }
+    free(x); free(y);
+    ob_cuda_model_free(&g[0]);
+    ob_cuda_model_free(&g[1]);
+    ob_model_free(&m);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* The seeds' fixtures on the GPU: against the CPU reference on the fixture's weights and batch (the
  * CPU path itself is held to the seeds by test_fixtures), and against the seed's own numbers directly:
  * the loss always; the logits and gradients where no activation is binarised (with binarised
@@ -734,13 +833,15 @@ static void test_backend(void) {
 }
 
 /* CUDA graphs: the GPU backend replays each piece's forward + backward from a graph captured per
- * shape; 30 steps of the tiny preset (its sequence-length ladder: several graphs) with graphs and with
+ * shape; 30 steps of the tiny preset at group 128 (so the binarised linears run on the XNOR GEMM, its
+ * packing kernels inside the graphs; the sequence-length ladder: several graphs) with graphs and with
  * ONEBIT_CUDA_GRAPHS=0 must give the same losses and the same weights, bit for bit, and graphs must
  * have been captured (the memory line says how many). */
 static void test_graphs(void) {
     ob_run_options opt;
     tiny_run_options(&opt, 30);
     opt.val_loss_every = 0;
+    opt.model.group_size = 128;
     float *loss[2] = {NULL, NULL}, *w[2] = {NULL, NULL};
     int n_loss[2] = {0, 0}, captured = -1, e = 0;
     size_t np = 0;
@@ -923,6 +1024,14 @@ int main(int argc, char **argv) {
         c = base; c.binarize_act = 0; c.weight_quant = OB_WEIGHTS_TERNARY; c.num_layers = 2; c.recurrence = 3; c.softcap_type = OB_SOFTCAP_TANH;
         c.logit_softcap = 30.0f; c.activation = OB_ACT_RELU2; model_case("ternary_recurrence", c, 2, 64, 8);
         c = base; c.qk_norm = 0; c.normed_proj = 0; c.activation = OB_ACT_LEAKY_RELU; c.softcap_type = OB_SOFTCAP_NONE; model_case("plain_leaky", c, 2, 64, 9);
+        /* group 128 / 256: the binarised linears run on the XNOR GEMM (on sm_90) */
+        c = base; c.group_size = 128; model_case("xnor_mode2_g128_b1gemm", c, 2, 128, 10);
+        c = base; c.group_size = 256; c.model_dim = 256; c.binarize_act = 1; c.activation = OB_ACT_RELU2; model_case("xnor_mode1_g256_b1gemm", c, 2, 64, 11);
+    }
+    if (want("xnor_path")) {
+        c = base; c.group_size = 128; if (want_case("xnor_mode2_g128")) test_xnor_gemm_path("xnor_path/mode2_g128", c, 4, 128, 12);
+        c = base; c.group_size = 256; c.model_dim = 256; c.binarize_act = 1; c.activation = OB_ACT_RELU2;
+        if (want_case("xnor_mode1_g256")) test_xnor_gemm_path("xnor_path/mode1_g256", c, 4, 128, 13);
     }
 
     const char *dir = tu_shared_dir();
