@@ -2674,6 +2674,15 @@ __device__ __forceinline__ void ob__attn_fence_regs(float (&d)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
+/* the same for a register A operand (P, dS fragments): a wgmma reads them asynchronously, after its issue,
+ * so they must stay live (not be reused for other values) until the wait that retires it */
+template <int M>
+__device__ __forceinline__ void ob__attn_fence_regs(uint32_t (&a)[M][4]) {
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) asm volatile("" : "+r"(a[i][x])::"memory");
+}
 
 /* ob__attn_wgmma<N>::ss<TA, TB>: d(64 x N) (+)= A(64 x 16, smem) B(16 x N, smem); TA / TB = 1: A is
  * M-major / B is N-major. ::rs<TB>: A from registers (the mma.sync A-fragment layout per warp).
@@ -3404,6 +3413,8 @@ __global__ void __launch_bounds__(256, 1)
         ob__attn_softmax<NB>(s, pn, j * BC + BC - 1 > wrow, j * BC, r0, t4, sl2, m0, m1, al0, al1, ls0, ls1);
         ob__attn_wg_wait<0>();
         ob__attn_fence_regs(acc);
+        ob__attn_fence_regs(pc); /* P_{j-1} live until here: else the softmax's pn may take its registers while
+                                    the P V wgmma still reads them, and ptxas serialises the wgmmas (C7513) */
 #pragma unroll
         for (int nd = 0; nd < ND; ++nd) {
             acc[4 * nd] *= al0;
@@ -3434,10 +3445,10 @@ __global__ void __launch_bounds__(256, 1)
 }
 
 /* ob__attn_bwd_wgp_kernel: ob__attn_bwd_kernel<D, true> with the dq update of step s deferred into step
- * s+1: the dQ partial of step s is parked in shared memory (fp32, 64 x D), and step s+1 issues its
- * S^T / dP^T GEMMs first, then does the turn wait and the global read-add-write from shared memory
- * while the tensor cores run. No per-warpgroup skipping (uniform control flow keeps the wgmma pipeline
- * intact): a warpgroup whose keys all follow the tile's queries computes P = dS = 0. */
+ * s+1: the dQ partial of step s is parked in shared memory (fp32, 64 x D), and step s+1 does the turn
+ * wait and the global read-add-write from shared memory after its S^T / dP^T GEMMs (not during them:
+ * see there). No per-warpgroup skipping (uniform control flow keeps the wgmma pipeline intact): a
+ * warpgroup whose keys all follow the tile's queries computes P = dS = 0. */
 template <int D>
 __global__ void __launch_bounds__(256, 1)
     ob__attn_bwd_wgp_kernel(const __nv_bfloat16 *__restrict__ q, const __nv_bfloat16 *__restrict__ k,
@@ -3507,13 +3518,16 @@ __global__ void __launch_bounds__(256, 1)
             ob__attn_wgmma<BQ>::template ss<0, 0>(dpa, ob__attn_desc(sV + kk * BK * 32 + wg * 64 * 32, BK * 32, 256),
                                                   ob__attn_desc(sdO + kk * BQ * 32, BQ * 32, 256), kk);
         ob__attn_wg_commit();
-        /* the previous step's dq, while S^T / dP^T run */
-        if (st > 0) ob__attn_dq_update_smem<D>(sQa, ctr + ((size_t)b * H + ph) * nqt + pi, dq + ((size_t)b * T * H + ph) * D, qrs, pi * BQ, j, T, tid);
         ob__attn_wg_wait<0>();
+        /* the previous step's dq, after the wait: issued between the S^T / dP^T wgmmas and their wait
+         * (to overlap them), its branches made ptxas serialise every wgmma of the kernel (C7518: a
+         * warpgroup wait it inserts on a divergent path); measured on the H100 at 64 x 1024, 8 / 4 heads
+         * of 128: backward 2.30 ms overlapped-and-serialised, 2.07 ms here */
+        if (st > 0) ob__attn_dq_update_smem<D>(sQa, ctr + ((size_t)b * H + ph) * nqt + pi, dq + ((size_t)b * T * H + ph) * D, qrs, pi * BQ, j, T, tid);
         ob__attn_fence_regs(sa);
         ob__attn_fence_regs(dpa);
+        uint32_t pf[BQ / 16][4], df[BQ / 16][4];
         {
-            uint32_t pf[BQ / 16][4], df[BQ / 16][4];
             ob__attn_bwd_elem(sa, dpa, pf, df, sL, sDi, sdS, kl, kw, qb, k0, T, t4, sl2);
             ob__attn_wg_fence();
 #pragma unroll
@@ -3536,6 +3550,8 @@ __global__ void __launch_bounds__(256, 1)
             ob__attn_wg_commit();
             ob__attn_wg_wait<0>();
             ob__attn_fence_regs(qa);
+            ob__attn_fence_regs(pf);
+            ob__attn_fence_regs(df);
             /* park dQ_partial * scale (rows 16*w4 + g (+8), columns wg*D/2 + 8nb + 2t4) */
 #pragma unroll
             for (int nb = 0; nb < D / 16; ++nb)
