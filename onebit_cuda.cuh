@@ -1587,6 +1587,17 @@ static __device__ __forceinline__ void ob__xg_chunk(float (&acc)[4][4][4], const
     }
 }
 
+/* the epilogue's four values of MMA tile (mt, nt) of a thread: Y = beta (SC acc + s[n]), SC = 2^24 for the
+ * subnormal fold (2 for the magic one); rows r0, r0 + 8, columns cc, cc + 1 (both kernels use it) */
+template <int FOLD>
+static __device__ __forceinline__ void ob__xg_epi(float (&v)[4], const float (&a)[4], float be0, float be1, float2 sn) {
+    constexpr float SC = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0x1p24f : 2.0f;
+    v[0] = be0 * ob__fma(SC, a[0], sn.x);
+    v[1] = be0 * ob__fma(SC, a[1], sn.y);
+    v[2] = be1 * ob__fma(SC, a[2], sn.x);
+    v[3] = be1 * ob__fma(SC, a[3], sn.y);
+}
+
 template <int GS, int OUT, int FOLD>
 __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     ob__k_xnor_gemm(void *__restrict__ y, const uint32_t *__restrict__ xb, const float *__restrict__ beta,
@@ -1663,7 +1674,6 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     ob__cp_wait<0>();
 
     /* epilogue: Y = beta (2^24 acc + s) (FOLD 1: 2 acc + s) -> output tile in smem -> 16-byte stores */
-    constexpr float SC = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0x1p24f : 2.0f;
     constexpr int OP = OB__XG_OPITCH(OUT);
 #pragma unroll
     for (int mt = 0; mt < 4; mt++) {
@@ -1672,15 +1682,14 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             const int cc = wn * 32 + nt * 8 + 2 * t;
-            const float2 sn = *reinterpret_cast<const float2 *>(sn_s + cc);
-            const float v00 = be0 * ob__fma(SC, acc[mt][nt][0], sn.x), v01 = be0 * ob__fma(SC, acc[mt][nt][1], sn.y);
-            const float v10 = be1 * ob__fma(SC, acc[mt][nt][2], sn.x), v11 = be1 * ob__fma(SC, acc[mt][nt][3], sn.y);
+            float v[4];
+            ob__xg_epi<FOLD>(v, acc[mt][nt], be0, be1, *reinterpret_cast<const float2 *>(sn_s + cc));
             if (OUT == OB_XNOR_OUT_BF16) {
-                *reinterpret_cast<__nv_bfloat162 *>(ops + r0 * OP + cc * 2) = __floats2bfloat162_rn(v00, v01);
-                *reinterpret_cast<__nv_bfloat162 *>(ops + (r0 + 8) * OP + cc * 2) = __floats2bfloat162_rn(v10, v11);
+                *reinterpret_cast<__nv_bfloat162 *>(ops + r0 * OP + cc * 2) = __floats2bfloat162_rn(v[0], v[1]);
+                *reinterpret_cast<__nv_bfloat162 *>(ops + (r0 + 8) * OP + cc * 2) = __floats2bfloat162_rn(v[2], v[3]);
             } else {
-                *reinterpret_cast<float2 *>(ops + r0 * OP + cc * 4) = make_float2(v00, v01);
-                *reinterpret_cast<float2 *>(ops + (r0 + 8) * OP + cc * 4) = make_float2(v10, v11);
+                *reinterpret_cast<float2 *>(ops + r0 * OP + cc * 4) = make_float2(v[0], v[1]);
+                *reinterpret_cast<float2 *>(ops + (r0 + 8) * OP + cc * 4) = make_float2(v[2], v[3]);
             }
         }
     }
@@ -1827,7 +1836,6 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
             }
             ob__xg_chunk<GS, FOLD>(acc, ops + (size_t)st * OB__XG_STAGE, km_s, al_s, c, K, wm, wn, lane);
             if (c == nch - 1) { /* epilogue: Y = beta (2^24 acc + s) (FOLD 1: 2 acc + s), then zero acc */
-                constexpr float SC = FOLD == OB_XNOR_FOLD_SUBNORMAL ? 0x1p24f : 2.0f;
                 unsigned char *ot = ops + (size_t)st * OB__XG_STAGE;
                 if (OUT == OB_XNOR_OUT_BF16) __syncthreads(); /* everyone is done reading stage st */
 #pragma unroll
@@ -1837,21 +1845,20 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
 #pragma unroll
                     for (int nt = 0; nt < 4; nt++) {
                         const int cc = wn * 32 + nt * 8 + 2 * t;
-                        const float2 sn = *reinterpret_cast<const float2 *>(sn_s + cc);
-                        const float v00 = be0 * ob__fma(SC, acc[mt][nt][0], sn.x), v01 = be0 * ob__fma(SC, acc[mt][nt][1], sn.y);
-                        const float v10 = be1 * ob__fma(SC, acc[mt][nt][2], sn.x), v11 = be1 * ob__fma(SC, acc[mt][nt][3], sn.y);
+                        float v[4];
+                        ob__xg_epi<FOLD>(v, acc[mt][nt], be0, be1, *reinterpret_cast<const float2 *>(sn_s + cc));
                         if (OUT == OB_XNOR_OUT_BF16) { /* chunk wn 4 + nt of the row, swizzled by row & 15 */
                             const int chk = wn * 4 + nt;
-                            *reinterpret_cast<__nv_bfloat162 *>(ot + r0 * 256 + ((chk ^ (r0 & 15)) << 4) + 4 * t) = __floats2bfloat162_rn(v00, v01);
+                            *reinterpret_cast<__nv_bfloat162 *>(ot + r0 * 256 + ((chk ^ (r0 & 15)) << 4) + 4 * t) = __floats2bfloat162_rn(v[0], v[1]);
                             *reinterpret_cast<__nv_bfloat162 *>(ot + (r0 + 8) * 256 + ((chk ^ ((r0 + 8) & 15)) << 4) + 4 * t) =
-                                __floats2bfloat162_rn(v10, v11);
+                                __floats2bfloat162_rn(v[2], v[3]);
                         } else {
                             const int n = n0 + cc;
                             float *y0 = reinterpret_cast<float *>(y);
 #pragma unroll
                             for (int hr = 0; hr < 2; hr++) {
                                 const int m = m0 + r0 + 8 * hr;
-                                const float va = hr ? v10 : v00, vb = hr ? v11 : v01;
+                                const float va = v[2 * hr], vb = v[2 * hr + 1];
                                 if (m >= M || n >= N) continue;
                                 float *dst = y0 + (size_t)m * N + n;
                                 if ((N & 1) == 0) *reinterpret_cast<float2 *>(dst) = make_float2(va, vb);
