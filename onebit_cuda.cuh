@@ -568,6 +568,19 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_rmsnorm_bwd_v(fl
         }
     }
 }
+/* Sign bits, as the XNOR GEMM reads them (bit 1 for v >= 0): the nibble of a lane's four consecutive
+ * values, and the 32-bit word of 8 consecutive lanes' nibbles (lane & 7 = 0 holds bits 0-3), returned
+ * in all 8 of them (every lane of the warp must call it). */
+__device__ static inline uint32_t ob__sign_nibble(float4 q) {
+    return (q.x >= 0.0f ? 1u : 0u) | (q.y >= 0.0f ? 2u : 0u) | (q.z >= 0.0f ? 4u : 0u) | (q.w >= 0.0f ? 8u : 0u);
+}
+__device__ static inline uint32_t ob__sign_word8(uint32_t nib, int lane) {
+    uint32_t u = nib << (4 * (lane & 7));
+    u |= __shfl_xor_sync(0xffffffffu, u, 1);
+    u |= __shfl_xor_sync(0xffffffffu, u, 2);
+    u |= __shfl_xor_sync(0xffffffffu, u, 4);
+    return u;
+}
 /* With `bits` (the XNOR GEMM's operand; K % 128 == 0) it also packs the row: sign bits (bit k % 32 of word
  * k / 32, 1 for x >= 0, as ob_xnor_pack_acts), the popcount of each group of gs, and beta rounded to bf16
  * (the value the bf16 operand sign(x) beta carries, so both GEMMs compute the same product). */
@@ -596,11 +609,7 @@ __global__ static void __launch_bounds__(OB__ROW_THREADS) ob__k_binarize_act_v(_
         sb[1] = __floats2bfloat162_rn(v[j].z >= 0.0f ? m : -m, v[j].w >= 0.0f ? m : -m);
         if (bits) {
             /* 8 lanes' nibbles make word i / 8 of the row */
-            uint32_t nib = (v[j].x >= 0.0f ? 1u : 0u) | (v[j].y >= 0.0f ? 2u : 0u) | (v[j].z >= 0.0f ? 4u : 0u) | (v[j].w >= 0.0f ? 8u : 0u);
-            uint32_t w = nib << (4 * (lane & 7));
-            w |= __shfl_xor_sync(0xffffffffu, w, 1);
-            w |= __shfl_xor_sync(0xffffffffu, w, 2);
-            w |= __shfl_xor_sync(0xffffffffu, w, 4);
+            const uint32_t nib = ob__sign_nibble(v[j]), w = ob__sign_word8(nib, lane);
             if ((lane & 7) == 0) bits[o / 32 + i / 8] = w;
             int c = __reduce_add_sync(0xffffffffu, (unsigned)__popc(nib));
             if (lane == 0) chunk_popc[i / 32] = c;
@@ -1484,13 +1493,8 @@ __global__ void __launch_bounds__(256) ob__k_xnor_pack(uint32_t *__restrict__ bi
         for (int i = 0; i < 8; i++) {
             if (b0 + i >= nch) break; /* uniform */
             const float4 q = v[i];
-            const uint32_t nib = (q.x >= 0.0f ? 1u : 0u) | (q.y >= 0.0f ? 2u : 0u) | (q.z >= 0.0f ? 4u : 0u) |
-                                 (q.w >= 0.0f ? 8u : 0u);
+            const uint32_t nib = ob__sign_nibble(q), u = ob__sign_word8(nib, lane);
             const float sa = (fabsf(q.x) + fabsf(q.y)) + (fabsf(q.z) + fabsf(q.w));
-            uint32_t u = nib << (4 * (lane & 7));
-            u |= __shfl_xor_sync(0xffffffffu, u, 1);
-            u |= __shfl_xor_sync(0xffffffffu, u, 2);
-            u |= __shfl_xor_sync(0xffffffffu, u, 4);
             const uint32_t wv = __shfl_sync(0xffffffffu, u, (lane & 3) * 8);
             if ((lane >> 2) == i) mine = wv;
             const int cnt = __popc(nib);
