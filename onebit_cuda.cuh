@@ -208,9 +208,10 @@ OB_DEF int ob_backend_cuda_dist(ob_backend *b, ob_model *m, ob_optimizer *o, con
  * ---------------------------------------------------------------------------------------------- */
 enum { OB_XNOR_OUT_F32 = 0, OB_XNOR_OUT_BF16 = 1 };        /* output element type of the GEMMs */
 /* ob_xnor_gemm_ex's variant, bits: the fold (see the top comment); OB_XNOR_ONE_TILE (the first design, one output
- * tile per CTA) or OB_XNOR_PERSISTENT forces a kernel, else the persistent one runs where it was measured faster
- * (K <= 1,024 and N <= 3,072) and the one-tile one elsewhere; every variant gives the same bits */
-enum { OB_XNOR_FOLD_SUBNORMAL = 0, OB_XNOR_FOLD_MAGIC = 1, OB_XNOR_ONE_TILE = 2, OB_XNOR_PERSISTENT = 4 };
+ * tile per CTA), OB_XNOR_PERSISTENT or OB_XNOR_WGMMA (Hopper warpgroup MMAs: sm_90a code, gs 256, K % 1,024 == 0,
+ * the subnormal fold) forces a kernel; else the launcher picks the one measured fastest for the shape. Every
+ * variant gives the same bits. */
+enum { OB_XNOR_FOLD_SUBNORMAL = 0, OB_XNOR_FOLD_MAGIC = 1, OB_XNOR_ONE_TILE = 2, OB_XNOR_PERSISTENT = 4, OB_XNOR_WGMMA = 8 };
 enum { OB_BWN_AUTO = 0, OB_BWN_XSMEM = 1, OB_BWN_XGLOBAL = 2 }; /* ob_bwn_gemm_ex: where B fragments come from */
 
 /* Sets the dynamic shared-memory limits of every kernel; call once per device before capturing a graph. */
@@ -1412,6 +1413,21 @@ __global__ static void ob__k_quantize_plain(float *qv, __nv_bfloat16 *wq, const 
 /* ------------------------------------------------------------------------------------------------
  * Device helpers
  * ---------------------------------------------------------------------------------------------- */
+/* wgmma exists only in the sm_90a code; in the portable PTX pass its helpers compile to a trap, and the
+ * launchers never pick them there (ob__attn_use_wgmma probes which code the device runs). */
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define OB__WGASM(...) __trap()
+#else
+#define OB__WGASM(...) asm volatile(__VA_ARGS__)
+#endif
+/* warpgroup MMA issue / retire (the XNOR GEMM's and attention's wgmma kernels) */
+static __device__ __forceinline__ void ob__wg_fence() { OB__WGASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+static __device__ __forceinline__ void ob__wg_commit() { OB__WGASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void ob__wg_wait() {
+    OB__WGASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* generic-proxy shared-memory writes (cp.async, st.shared) -> visible to the async proxy (wgmma, bulk copies) */
+static __device__ __forceinline__ void ob__fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 /* exact float of 0 <= u < 2^23 without I2F: 2^23 + u has u as its mantissa */
 static __device__ __forceinline__ float ob__u2f(uint32_t u) { return __uint_as_float(0x4B000000u | u) - 8388608.0f; }
 /* a * b + c with subnormals honoured whatever -ftz says (the fold feeds FFMA a subnormal operand) */
@@ -1739,6 +1755,65 @@ static __device__ __forceinline__ void ob__cp16n(uint32_t dst, const void *src, 
 /* raw per-tile table bytes: popc a [128][G] u16, alpha [128][G] f32, popc b [128][G] u16, beta [128] f32 */
 static __host__ __device__ __forceinline__ int ob__xgp_raw_bytes(int G) { return 1024 * G + 512; }
 
+/* Chunk lc (bits 1,024 lc.. of K) of output tile (m0, n0) into the stage at sA (128 activation rows, then 128
+ * weight rows, 128B-swizzled, zero-filled past M, N and K); with lc == 0 also the tile's raw tables into rb
+ * (four contiguous ranges, cut at the arrays' ends). G groups per row; 256 threads; cp.async, the caller commits. */
+static __device__ __forceinline__ void ob__xg_issue_chunk(uint32_t sA, uint32_t rb, const uint32_t *xb, const uint32_t *wb,
+                                                          const uint16_t *xpc, const float *alpha, const uint16_t *wpc,
+                                                          const float *beta, int M, int N, int K, int G, int m0, int n0,
+                                                          int lc, int tid) {
+    const int KB = K / 8, kb0 = lc * OB__XG_ROWB;
+    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
+    const uint32_t sB = sA + OB__XG_BM * OB__XG_ROWB;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int idx = tid + i * OB__XG_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
+        const bool va = m0 + r < M && kb < KB, vb = n0 + r < N && kb < KB;
+        ob__cp16(sA + ob__xg_swz(r, ch), va ? xg + (size_t)(m0 + r) * KB + kb : xg, va);
+        ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
+    }
+    if (lc == 0) {
+        const int seg_off[4] = {0, 256 * G, 768 * G, 1024 * G}, seg_len[4] = {256 * G, 512 * G, 256 * G, 512};
+        const unsigned char *seg_src[4] = {reinterpret_cast<const unsigned char *>(xpc) + (size_t)m0 * G * 2,
+                                           reinterpret_cast<const unsigned char *>(alpha) + (size_t)n0 * G * 4,
+                                           reinterpret_cast<const unsigned char *>(wpc) + (size_t)n0 * G * 2,
+                                           reinterpret_cast<const unsigned char *>(beta) + (size_t)m0 * 4};
+        const long long seg_end[4] = {(long long)(M - m0) * G * 2, (long long)(N - n0) * G * 4, (long long)(N - n0) * G * 2,
+                                      (long long)(M - m0) * 4};
+#pragma unroll
+        for (int sgi = 0; sgi < 4; sgi++)
+            for (int o = tid * 16; o < seg_len[sgi]; o += OB__XG_THREADS * 16) {
+                const long long left = seg_end[sgi] - o;
+                const int nb = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+                ob__cp16n(rb + seg_off[sgi] + o, seg_src[sgi] + (nb ? o : 0), nb); /* nb = 0 reads nothing */
+            }
+    }
+}
+/* The per-tile tables from the raw copies rw (no integer division: no I2F): -pa 2^-23 (FOLD 1: -pa) [G][BM] with
+ * rows permuted (ob__xg_rowperm), alpha [G][BN], s[n] = sum_g alpha (gs - 2 pb) in g order (zero at columns >= nleft),
+ * beta [BM]. 256 threads; the caller synchronises. */
+template <int GS, int FOLD>
+static __device__ __forceinline__ void ob__xg_tables(const unsigned char *rw, int G, int nleft, float *km_s, float *al_s,
+                                                     float *sn_s, float *be_s, int tid) {
+    constexpr int BM = OB__XG_BM, BN = OB__XG_BN;
+    static_assert(BM == 128 && BN == 128 && OB__XG_THREADS == 256, "table loops assume 2 x 128 threads");
+    const uint16_t *rpa = reinterpret_cast<const uint16_t *>(rw), *rpb = reinterpret_cast<const uint16_t *>(rw + 768 * G);
+    const float *ral = reinterpret_cast<const float *>(rw + 256 * G), *rbe = reinterpret_cast<const float *>(rw + 1024 * G);
+    for (int gi = tid >> 7; gi < G; gi += 2) {
+        const int r = tid & 127;
+        const float pa = ob__u2f(rpa[r * G + gi]);
+        km_s[gi * BM + ob__xg_rowperm(r)] = FOLD == OB_XNOR_FOLD_SUBNORMAL ? pa * -0x1p-23f : -pa;
+        al_s[gi * BN + r] = ral[r * G + gi];
+    }
+    if (tid < BN) {
+        float sv = 0.0f;
+        for (int gi = 0; gi < G; gi++) sv = ob__fma(ral[tid * G + gi], (float)GS - 2.0f * ob__u2f(rpb[tid * G + gi]), sv);
+        sn_s[tid] = tid < nleft ? sv : 0.0f;
+    } else {
+        be_s[tid - BN] = rbe[tid - BN];
+    }
+}
+
 template <int GS, int OUT, int FOLD>
 __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     ob__k_xnor_gemm_p(void *__restrict__ y, const uint32_t *__restrict__ xb, const float *__restrict__ beta,
@@ -1758,7 +1833,6 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     float *al_s = km_s + (size_t)G * BM;                               /* [G][BN] alpha */
     float *sn_s = al_s + (size_t)G * BN;                               /* [BN] s[n] */
     float *be_s = sn_s + BN;                                           /* [BM] beta */
-    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
 
     /* this CTA's first tile; later ones are step_m / step_n (gridDim.x = step_m tiles_n + step_n) further on */
     int tm = blockIdx.x / tiles_n, tn = blockIdx.x - (blockIdx.x / tiles_n) * tiles_n;
@@ -1766,32 +1840,8 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     int lm = tm, ln = tn, li = 0, lc = 0;
     auto issue = [&](int st) { /* the cursor's chunk into buffer st (+ the tile's raw tables at chunk 0), then advance */
         if (lm < tiles_m) {
-            const int m0 = lm * BM, n0 = ln * BN, kb0 = lc * OB__XG_ROWB;
-            const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), sB = sA + BM * OB__XG_ROWB;
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int idx = tid + i * OB__XG_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
-                const bool va = m0 + r < M && kb < KB, vb = n0 + r < N && kb < KB;
-                ob__cp16(sA + ob__xg_swz(r, ch), va ? xg + (size_t)(m0 + r) * KB + kb : xg, va);
-                ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
-            }
-            if (lc == 0) { /* four contiguous ranges, cut at the arrays' ends */
-                const uint32_t rb = ob__smem_addr(raw + (size_t)(li & (nraw - 1)) * RAW);
-                const int seg_off[4] = {0, 256 * G, 768 * G, 1024 * G}, seg_len[4] = {256 * G, 512 * G, 256 * G, 512};
-                const unsigned char *seg_src[4] = {reinterpret_cast<const unsigned char *>(xpc) + (size_t)m0 * G * 2,
-                                                   reinterpret_cast<const unsigned char *>(alpha) + (size_t)n0 * G * 4,
-                                                   reinterpret_cast<const unsigned char *>(wpc) + (size_t)n0 * G * 2,
-                                                   reinterpret_cast<const unsigned char *>(beta) + (size_t)m0 * 4};
-                const long long seg_end[4] = {(long long)(M - m0) * G * 2, (long long)(N - n0) * G * 4,
-                                              (long long)(N - n0) * G * 2, (long long)(M - m0) * 4};
-#pragma unroll
-                for (int sgi = 0; sgi < 4; sgi++)
-                    for (int o = tid * 16; o < seg_len[sgi]; o += OB__XG_THREADS * 16) {
-                        const long long left = seg_end[sgi] - o;
-                        const int nb = left >= 16 ? 16 : left > 0 ? (int)left : 0;
-                        ob__cp16n(rb + seg_off[sgi] + o, seg_src[sgi] + (nb ? o : 0), nb); /* nb = 0 reads nothing */
-                    }
-            }
+            ob__xg_issue_chunk(ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), ob__smem_addr(raw + (size_t)(li & (nraw - 1)) * RAW),
+                               xb, wb, xpc, alpha, wpc, beta, M, N, K, G, lm * BM, ln * BN, lc, tid);
             if (++lc == nch) {
                 lc = 0;
                 ++li;
@@ -1819,23 +1869,8 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
             const int st = q & 1;
             ob__cp_wait<1>();
             __syncthreads(); /* chunk q (and at c = 0 the tile's raw tables) landed for everyone; the last tile's epilogue is done */
-            if (c == 0) {    /* the per-tile tables, from the raw copies (no integer division: no I2F) */
-                const unsigned char *rw = raw + (size_t)(ti & (nraw - 1)) * RAW;
-                const uint16_t *rpa = reinterpret_cast<const uint16_t *>(rw), *rpb = reinterpret_cast<const uint16_t *>(rw + 768 * G);
-                const float *ral = reinterpret_cast<const float *>(rw + 256 * G), *rbe = reinterpret_cast<const float *>(rw + 1024 * G);
-                for (int gi = tid >> 7; gi < G; gi += 2) {
-                    const int r = tid & 127;
-                    const float pa = ob__u2f(rpa[r * G + gi]);
-                    km_s[gi * BM + ob__xg_rowperm(r)] = FOLD == OB_XNOR_FOLD_SUBNORMAL ? pa * -0x1p-23f : -pa;
-                    al_s[gi * BN + r] = ral[r * G + gi];
-                }
-                if (tid < BN) { /* s[n] = sum_g alpha (gs - 2 pb), in g order (zeros past N) */
-                    float sv = 0.0f;
-                    for (int gi = 0; gi < G; gi++) sv = ob__fma(ral[tid * G + gi], (float)GS - 2.0f * ob__u2f(rpb[tid * G + gi]), sv);
-                    sn_s[tid] = n0 + tid < N ? sv : 0.0f;
-                } else {
-                    be_s[tid - BN] = rbe[tid - BN];
-                }
+            if (c == 0) {    /* the per-tile tables, from the raw copies */
+                ob__xg_tables<GS, FOLD>(raw + (size_t)(ti & (nraw - 1)) * RAW, G, N - n0, km_s, al_s, sn_s, be_s, tid);
                 __syncthreads();
             }
             ob__xg_chunk<GS, FOLD>(acc, ops + (size_t)st * OB__XG_STAGE, km_s, al_s, c, K, wm, wn, lane);
@@ -1896,6 +1931,280 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
         tm += step_m;
         tn += step_n;
         if (tn >= tiles_n) { tn -= tiles_n; ++tm; }
+    }
+    ob__cp_wait<0>();
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * The warpgroup XNOR GEMM (ob__k_xnor_gemm_w; sm_90a, gs = 256, K % 1,024 == 0). The same operands, fold and
+ * results as the kernels above (bit for bit: the same fp32 operations in the same order), but the binary MMAs
+ * are Hopper's wgmma.m64n128k256 .and.popc, reading both operands straight from the swizzled stage buffers
+ * through matrix descriptors: no ldmatrix and no per-MMA index math (the mma.sync kernels spend ~25
+ * warp-instructions per BMMA, profile above), and 1.5x the b1 rate of mma.sync (15.7 against 10.3 POPS).
+ *   One warpgroup (128 threads) per CTA, two CTAs per SM, each persistent over a contiguous range of 64 x 128
+ *   output tiles taken M-fastest (so consecutive tiles share their weight columns: the alpha / s[n] tables are
+ *   rebuilt only when the column block changes). Two independent CTAs per SM, rather than one CTA of two
+ *   warpgroups, so that one's barriers, table loads and epilogue overlap the other's MMAs (the two-warpgroup
+ *   form spent 59 % of its cycles with no eligible warp).
+ *   Per 256-bit k-step (one group) one wgmma gives the group's int32 counts c of the 64 x 128 tile (64 registers
+ *   per thread in the m16n8 C layout per n8 column block: d[4i + j] = row 16 w + g + 8 (j >> 1), column
+ *   8 i + 2 t + (j & 1)). Two register sets alternate, so the wgmma of k-step j + 1 runs while the warps fold
+ *   k-step j (the two FFMAs of the design comment).
+ *   The 128B swizzle of the stage rows is the hardware's SWIZZLE_128B (the stages are 1,024-byte aligned), so a
+ *   K-major descriptor with 1,024 bytes between 8-row core-matrix groups covers a tile; k-step ks starts
+ *   32 ks bytes into the row. Three stages of 1,024 bits of K (cp.async, two chunks ahead): at K = 1,024 a tile
+ *   is one chunk, so the next tiles' operands land during this tile's MMAs and epilogue. The bf16 output tile is
+ *   staged in shared memory (row pitch 272 bytes: conflict-free fragment stores) and leaves in 16-byte stores;
+ *   fp32 output is stored from the fragments.
+ * Measured (H100, session 8, BENCHMARKS.md): exact (test_xnor_gemm: bit-identical to the other kernels) but
+ * SLOWER than the mma.sync kernels at every benchmark shape -- 0.127 against 0.0995 ms at 65,536 x 1,024 x
+ * 1,024, 0.377 against 0.277 ms at K = 4,096 -- so it runs only when asked (OB_XNOR_WGMMA). Profile at
+ * K = 4,096: 149 M warp-instructions, of which the fold's FFMAs are 67 M, issued at 2.0 per clock with 8 warps
+ * per SM (254 registers: 64 fp32 accumulators + two 64-register count sets). Removing the MMA from the issue
+ * path was not enough: the fold and the per-tile work (loads, tables, epilogue) bound it, and with one
+ * warpgroup per CTA their latency is exposed. Tried and worse: one CTA of two warpgroups (128 x 128 tiles:
+ * 0.138 ms at K = 1,024, barriers and tables serialised both warpgroups), bf16 rows written by cp.async.bulk
+ * (0.217 ms: 64 small bulk copies per tile). What it needs: the one-FFMA fold (README), a producer warp with
+ * mbarriers instead of CTA barriers, the alpha / pa tables hoisted out of the tile loop.
+ * ---------------------------------------------------------------------------------------------- */
+enum {
+    OB__XGW_BM = 64, OB__XGW_THREADS = 128, OB__XGW_STAGES = 3,
+    OB__XGW_STAGE = (OB__XGW_BM + OB__XG_BN) * OB__XG_ROWB, /* 24 KB: 64 activation rows, 128 weight rows */
+    OB__XGW_OPITCH = OB__XG_BN * 2 + 16                     /* bf16 staging row pitch, bytes */
+};
+/* raw table buffers needed so that a tile's tables are not overwritten before they are built: chunks of the
+ * next nraw tiles may be in flight (nraw x nch >= stages), rounded up to a power of two */
+static __host__ __device__ __forceinline__ int ob__xgw_nraw(int nch) { return nch >= OB__XGW_STAGES ? 1 : nch == 2 ? 2 : 4; }
+/* raw per-tile bytes: popc a [64][G] u16, beta [64] f32 */
+static __host__ __device__ __forceinline__ int ob__xgw_raw_bytes(int G) { return 128 * G + 256; }
+
+/* d = popc(A & B) over 256 bits, A 64 x 256 and B 128 x 256 bits (K-major, 128B-swizzled, in shared memory) */
+static __device__ __forceinline__ void ob__bgmma_64x128(int (&d)[64], uint64_t da, uint64_t db) {
+    OB__WGASM("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+              "wgmma.mma_async.sync.aligned.m64n128k256.s32.b1.b1.and.popc {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, "
+              "%11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, "
+              "%33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, "
+              "%55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p;\n}\n"
+              : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]),
+                "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]),
+                "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]),
+                "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]),
+                "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]),
+                "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]),
+                "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]),
+                "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+              : "l"(da), "l"(db), "n"(0));
+}
+/* K-major shared-memory matrix descriptor, 128B swizzle, 1,024 bytes between 8-row groups */
+static __device__ __forceinline__ uint64_t ob__xgw_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (1ull << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+/* keeps the compiler from touching an accumulator set across its wgmma's issue and wait */
+static __device__ __forceinline__ void ob__xgw_fence_regs(int (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+/* alpha table of the warpgroup kernel: per group, lane column t's 32 values (columns 8 i + 2 t + j at 2 i + j)
+ * contiguous, 36 floats apart (the pad puts the four t in different banks): 8 LDS.128 per group and thread */
+enum { OB__XGW_ALT = 36, OB__XGW_ALG = 4 * OB__XGW_ALT /* floats per group */ };
+static __host__ __device__ __forceinline__ int ob__xgw_al_idx(int n) { return ((n >> 1) & 3) * OB__XGW_ALT + 2 * (n >> 3) + (n & 1); }
+/* fold one group's counts d into acc: the subnormal fold of the design comment, per element in the same order;
+ * al: the thread's 32 alpha (ob__xgw_al_idx order), km: -pa 2^-23 of rows g, g + 8 */
+static __device__ __forceinline__ void ob__xgw_fold(float (&acc)[64], const int (&d)[64], float2 km, const float4 (&al)[8]) {
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const float a0 = (i & 1) ? al[i >> 1].z : al[i >> 1].x, a1 = (i & 1) ? al[i >> 1].w : al[i >> 1].y;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float r = ob__fma(0x1p127f, __int_as_float(d[4 * i + j]), j < 2 ? km.x : km.y); /* (2c - pa) 2^-23 */
+            acc[4 * i + j] = ob__fma((j & 1) ? a1 : a0, r, acc[4 * i + j]);
+        }
+    }
+}
+static __device__ __forceinline__ void ob__xgw_load_al(float4 (&al)[8], const float *src) {
+#pragma unroll
+    for (int q = 0; q < 8; q++) al[q] = reinterpret_cast<const float4 *>(src)[q];
+}
+
+template <int OUT>
+__global__ void __launch_bounds__(OB__XGW_THREADS, 2)
+    ob__k_xnor_gemm_w(void *__restrict__ y, const uint32_t *__restrict__ xb, const float *__restrict__ beta,
+                      const uint16_t *__restrict__ xpc, const uint32_t *__restrict__ wb, const float *__restrict__ alpha,
+                      const uint16_t *__restrict__ wpc, int M, int N, int K, int tiles_m, int tiles) {
+    extern __shared__ __align__(1024) unsigned char ob__xgw_smem[];
+    constexpr int BM = OB__XGW_BM, BN = OB__XG_BN, NS = OB__XGW_STAGES, OP = OB__XGW_OPITCH, GS = 256;
+    constexpr int NSTG = OUT == OB_XNOR_OUT_BF16 ? 1 : 0; /* bf16 staging tile */
+    const int tid = threadIdx.x, lane = tid & 31, wq = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int G = K / GS, KB = K / 8, nch = K / 1024;
+    const int nraw = ob__xgw_nraw(nch), RAW = ob__xgw_raw_bytes(G);
+    /* the stages must be 1,024-byte aligned for the 128B swizzle: align the dynamic buffer by hand */
+    unsigned char *ops = ob__xgw_smem + ((1024u - (ob__smem_addr(ob__xgw_smem) & 1023u)) & 1023u);
+    unsigned char *stg = ops + NS * OB__XGW_STAGE;                     /* NSTG x [BM][OP] bf16 staging */
+    unsigned char *raw = stg + NSTG * BM * OP;                         /* nraw x RAW */
+    float *km_s = reinterpret_cast<float *>(raw + nraw * RAW);         /* [G][BM] -pa 2^-23, rowperm */
+    float *al_s = km_s + (size_t)G * BM;                               /* [G][ALG] alpha, ob__xgw_al_idx order */
+    float *sn_s = al_s + (size_t)G * OB__XGW_ALG;                      /* [BN] s[n] */
+    float *be_s = sn_s + BN;                                           /* [BM] beta */
+    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
+
+    /* this CTA's tiles: a contiguous range, M-fastest (tile q: rows 64 (q % tiles_m), columns 128 (q / tiles_m)) */
+    const int t_end = (int)((long long)(blockIdx.x + 1) * tiles / gridDim.x);
+    int lt = (int)((long long)blockIdx.x * tiles / gridDim.x), li = 0, lc = 0; /* the load cursor: tile, its index, chunk */
+    auto issue = [&](int st) { /* the cursor's chunk into stage st (+ the tile's raw tables at chunk 0), then advance */
+        if (lt < t_end) {
+            const int lm = lt % tiles_m, m0 = lm * BM, n0 = (lt / tiles_m) * BN, kb0 = lc * OB__XG_ROWB;
+            const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XGW_STAGE), sB = sA + BM * OB__XG_ROWB;
+#pragma unroll
+            for (int i = 0; i < 4; i++) { /* 64 rows x 8 chunks */
+                const int idx = tid + i * OB__XGW_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
+                const bool v = m0 + r < M && kb < KB;
+                ob__cp16(sA + ob__xg_swz(r, ch), v ? xg + (size_t)(m0 + r) * KB + kb : xg, v);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) { /* 128 rows x 8 chunks */
+                const int idx = tid + i * OB__XGW_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
+                const bool v = n0 + r < N && kb < KB;
+                ob__cp16(sB + ob__xg_swz(r, ch), v ? wg + (size_t)(n0 + r) * KB + kb : wg, v);
+            }
+            if (lc == 0) { /* popc a [64][G] and beta [64], cut at M */
+                const uint32_t rb = ob__smem_addr(raw + (size_t)(li & (nraw - 1)) * RAW);
+                const long long pa_end = (long long)(M - m0) * G * 2, be_end = (long long)(M - m0) * 4;
+                const unsigned char *pa_src = reinterpret_cast<const unsigned char *>(xpc) + (size_t)m0 * G * 2;
+                const unsigned char *be_src = reinterpret_cast<const unsigned char *>(beta) + (size_t)m0 * 4;
+                for (int o = tid * 16; o < 128 * G; o += OB__XGW_THREADS * 16) {
+                    const long long left = pa_end - o;
+                    const int nb = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+                    ob__cp16n(rb + o, pa_src + (nb ? o : 0), nb); /* nb = 0 reads nothing */
+                }
+                if (tid < 16) {
+                    const long long left = be_end - tid * 16;
+                    const int nb = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+                    ob__cp16n(rb + 128 * G + tid * 16, be_src + (nb ? tid * 16 : 0), nb);
+                }
+            }
+            if (++lc == nch) { lc = 0; ++li; ++lt; }
+        }
+        ob__cp_commit(); /* always: keeps the group count uniform */
+    };
+#pragma unroll
+    for (int s = 0; s < NS; s++) issue(s);
+
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0.0f;
+    int da[64], db[64];
+    const int rw0 = wq * 16; /* this warp's 16 rows of the tile */
+    int cur_tn = -1;         /* the column block whose alpha / s[n] tables are in shared memory */
+
+    for (int tq = (int)((long long)blockIdx.x * tiles / gridDim.x), st = 0, ti = 0; tq < t_end; tq++, ti++) {
+        const int tn = tq / tiles_m, m0 = (tq - tn * tiles_m) * BM, n0 = tn * BN;
+        for (int c = 0; c < nch; c++) {
+            ob__cp_wait<NS - 1>();
+            ob__fence_proxy_async(); /* the chunk's cp.async writes -> the wgmmas */
+            __syncthreads();
+            if (c == 0) { /* the tile's row tables from the raw copy; the column tables when the block changes */
+                const unsigned char *rw = raw + (size_t)(ti & (nraw - 1)) * RAW;
+                const uint16_t *rpa = reinterpret_cast<const uint16_t *>(rw);
+                for (int gi = tid >> 6; gi < G; gi += 2) {
+                    const int r = tid & 63;
+                    km_s[gi * BM + ob__xg_rowperm(r)] = ob__u2f(rpa[r * G + gi]) * -0x1p-23f;
+                }
+                if (tid < BM) be_s[tid] = reinterpret_cast<const float *>(rw + 128 * G)[tid];
+                if (tn != cur_tn) { /* alpha [G][BN] and s[n] = sum_g alpha (gs - 2 pb) in g order (zeros past N) */
+                    const int n = n0 + tid;
+                    float sv = 0.0f;
+                    for (int gi = 0; gi < G; gi++) {
+                        const float a = n < N ? alpha[(size_t)n * G + gi] : 0.0f;
+                        al_s[gi * OB__XGW_ALG + ob__xgw_al_idx(tid)] = a;
+                        if (n < N) sv = ob__fma(a, (float)GS - 2.0f * ob__u2f(wpc[(size_t)n * G + gi]), sv);
+                    }
+                    sn_s[tid] = sv;
+                    cur_tn = tn;
+                }
+                __syncthreads();
+            }
+            /* four k-steps; the wgmma of step j + 1 runs while step j is folded */
+            const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XGW_STAGE), sB = sA + BM * OB__XG_ROWB;
+            const float *kmr = km_s + 4 * c * BM + rw0 + 2 * g, *alr = al_s + 4 * c * OB__XGW_ALG + t * OB__XGW_ALT;
+            float4 al[8];
+            ob__wg_fence();
+            ob__bgmma_64x128(da, ob__xgw_desc(sA), ob__xgw_desc(sB));
+            ob__wg_commit();
+            ob__bgmma_64x128(db, ob__xgw_desc(sA + 32), ob__xgw_desc(sB + 32));
+            ob__wg_commit();
+            ob__xgw_load_al(al, alr);
+            ob__wg_wait<1>();
+            ob__xgw_fence_regs(da);
+            ob__xgw_fold(acc, da, *reinterpret_cast<const float2 *>(kmr), al);
+            ob__wg_fence();
+            ob__bgmma_64x128(da, ob__xgw_desc(sA + 64), ob__xgw_desc(sB + 64));
+            ob__wg_commit();
+            ob__xgw_load_al(al, alr + OB__XGW_ALG);
+            ob__wg_wait<1>();
+            ob__xgw_fence_regs(db);
+            ob__xgw_fold(acc, db, *reinterpret_cast<const float2 *>(kmr + BM), al);
+            ob__wg_fence();
+            ob__bgmma_64x128(db, ob__xgw_desc(sA + 96), ob__xgw_desc(sB + 96));
+            ob__wg_commit();
+            ob__xgw_load_al(al, alr + 2 * OB__XGW_ALG);
+            ob__wg_wait<1>();
+            ob__xgw_fence_regs(da);
+            ob__xgw_fold(acc, da, *reinterpret_cast<const float2 *>(kmr + 2 * BM), al);
+            ob__xgw_load_al(al, alr + 3 * OB__XGW_ALG);
+            ob__wg_wait<0>();
+            ob__xgw_fence_regs(db);
+            ob__xgw_fold(acc, db, *reinterpret_cast<const float2 *>(kmr + 3 * BM), al);
+
+            if (c == nch - 1) { /* epilogue: Y = beta (2^24 acc + s), then zero acc */
+                const int r0 = rw0 + g;
+                const float be0 = be_s[r0], be1 = be_s[r0 + 8];
+                unsigned char *ot = stg;
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    const int cc = 8 * i + 2 * t;
+                    float v[4];
+                    const float a4[4] = {acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]};
+                    ob__xg_epi<OB_XNOR_FOLD_SUBNORMAL>(v, a4, be0, be1, *reinterpret_cast<const float2 *>(sn_s + cc));
+                    if (OUT == OB_XNOR_OUT_BF16) {
+                        *reinterpret_cast<__nv_bfloat162 *>(ot + r0 * OP + cc * 2) = __floats2bfloat162_rn(v[0], v[1]);
+                        *reinterpret_cast<__nv_bfloat162 *>(ot + (r0 + 8) * OP + cc * 2) = __floats2bfloat162_rn(v[2], v[3]);
+                    } else {
+                        const int n = n0 + cc;
+                        float *y0 = reinterpret_cast<float *>(y);
+#pragma unroll
+                        for (int hr = 0; hr < 2; hr++) {
+                            const int m = m0 + r0 + 8 * hr;
+                            if (m >= M || n >= N) continue;
+                            float *dst = y0 + (size_t)m * N + n;
+                            if ((N & 1) == 0) *reinterpret_cast<float2 *>(dst) = make_float2(v[2 * hr], v[2 * hr + 1]);
+                            else {
+                                dst[0] = v[2 * hr];
+                                if (n + 1 < N) dst[1] = v[2 * hr + 1];
+                            }
+                        }
+                    }
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[4 * i + j] = 0.0f;
+                }
+                if (OUT == OB_XNOR_OUT_BF16) { /* the staged tile -> 16-byte stores, masked at the M and N edges */
+                    __syncthreads();
+                    const bool vec = (N & 7) == 0 && !((uintptr_t)y & 15);
+#pragma unroll 2
+                    for (int idx = tid; idx < BM * 16; idx += OB__XGW_THREADS) {
+                        const int r = idx >> 4, ch = idx & 15, m = m0 + r, n = n0 + ch * 8;
+                        if (m >= M || n >= N) continue;
+                        const unsigned char *src = ot + r * OP + ch * 16;
+                        uint16_t *dst = reinterpret_cast<uint16_t *>(y) + (size_t)m * N + n;
+                        if (vec && n + 8 <= N) *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+                        else
+                            for (int j = 0; j < 8 && n + j < N; j++) dst[j] = reinterpret_cast<const uint16_t *>(src)[j];
+                    }
+                }
+            }
+            __syncthreads(); /* everyone is done with stage st (and the staging tile) */
+            issue(st);
+            st = st + 1 == NS ? 0 : st + 1;
+        }
     }
     ob__cp_wait<0>();
 }
@@ -2034,6 +2343,32 @@ __global__ void __launch_bounds__(256) ob__k_bwn(void *__restrict__ y, const uin
 /* ------------------------------------------------------------------------------------------------
  * Launchers
  * ---------------------------------------------------------------------------------------------- */
+__global__ static void ob__k_probe_sm90a(int *out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+/* 1 when the current device runs this build's sm_90a code (wgmma), 0 otherwise. Probed once per device with a
+ * kernel and a copy: call it outside graph capture first (ob_xnor_prepare and ob_cuda_model_create do). */
+static int ob__device_runs_sm90a(void) {
+    static int probed[32]; /* per device: 0 not yet, 1 no, 2 yes */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) return 0;
+    if (!probed[dev]) {
+        int *d_flag = NULL, h_flag = 0;
+        if (cudaMalloc(&d_flag, sizeof(int)) == cudaSuccess) {
+            ob__k_probe_sm90a<<<1, 1>>>(d_flag);
+            if (cudaMemcpy(&h_flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess) h_flag = 0;
+            cudaFree(d_flag);
+        }
+        (void)cudaGetLastError(); /* a device without a usable image: the fallback's launch will report it */
+        probed[dev] = h_flag ? 2 : 1;
+    }
+    return probed[dev] == 2;
+}
+
 static int ob__xnor_gs_ok(int K, int gs) { return (gs == 128 || gs == 256) && K > 0 && K % gs == 0; }
 
 OB_DEF cudaError_t ob_xnor_pack_weights(uint32_t *wbits, float *alpha, uint16_t *wpopc, const float *w, int N, int K,
@@ -2080,6 +2415,33 @@ template <int GS, int OUT, int FOLD> static cudaError_t ob__xgp_attr() {
     static int done = 0;
     return ob__xnor_smem_attr(ob__k_xnor_gemm_p<GS, OUT, FOLD>, &done);
 }
+template <int OUT> static cudaError_t ob__xgw_attr() {
+    static int done = 0;
+    return ob__xnor_smem_attr(ob__k_xnor_gemm_w<OUT>, &done);
+}
+/* bytes of dynamic shared memory of the warpgroup kernel (gs 256, K % 1,024 == 0): 1 KB of alignment slack,
+ * the stages, the bf16 staging tiles, the raw tables, the per-tile tables */
+static size_t ob__xgw_smem_bytes(int K, int out) {
+    const int G = K / 256, nch = K / 1024, nstg = out == OB_XNOR_OUT_BF16 ? 1 : 0;
+    return 1024 + (size_t)OB__XGW_STAGES * OB__XGW_STAGE + (size_t)nstg * OB__XGW_BM * OB__XGW_OPITCH +
+           (size_t)ob__xgw_nraw(nch) * ob__xgw_raw_bytes(G) + ((size_t)G * (OB__XGW_BM + OB__XGW_ALG) + OB__XGW_BM + OB__XG_BN) * 4;
+}
+template <int OUT>
+static cudaError_t ob__xgw_launch(void *y, const uint32_t *xb, const float *beta, const uint16_t *xpc, const uint32_t *wb,
+                                  const float *alpha, const uint16_t *wpc, int M, int N, int K, size_t smem,
+                                  cudaStream_t stream) {
+    cudaError_t e = ob__xgw_attr<OUT>();
+    if (e != cudaSuccess) return e;
+    int dev = 0, sms = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess || (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
+        return e;
+    const int tiles_m = (M + OB__XGW_BM - 1) / OB__XGW_BM, tiles_n = (N + OB__XG_BN - 1) / OB__XG_BN;
+    const long long tiles = (long long)tiles_m * tiles_n;
+    if (tiles > 0x7FFFFFFF) return cudaErrorInvalidValue;
+    const int grid = (int)(tiles < 2LL * sms ? tiles : 2LL * sms);
+    ob__k_xnor_gemm_w<OUT><<<grid, OB__XGW_THREADS, smem, stream>>>(y, xb, beta, xpc, wb, alpha, wpc, M, N, K, tiles_m, (int)tiles);
+    return cudaGetLastError();
+}
 /* bytes of dynamic shared memory of the persistent kernel */
 static size_t ob__xgp_smem_bytes(int K, int gs) {
     const int G = K / gs, nch = (K / 8 + OB__XG_ROWB - 1) / OB__XG_ROWB;
@@ -2120,23 +2482,32 @@ static cudaError_t ob__xg_launch(void *y, const uint32_t *xb, const float *beta,
 OB_DEF cudaError_t ob_xnor_gemm_ex(void *y, int out, const uint32_t *xbits, const float *beta, const uint16_t *xpopc,
                                    const uint32_t *wbits, const float *alpha, const uint16_t *wpopc, int M, int N,
                                    int K, int gs, int variant, cudaStream_t stream) {
-    const int fold = variant & OB_XNOR_FOLD_MAGIC;
+    const int fold = variant & OB_XNOR_FOLD_MAGIC, forced = variant & (OB_XNOR_ONE_TILE | OB_XNOR_PERSISTENT | OB_XNOR_WGMMA);
     if (!ob__xnor_gs_ok(K, gs) || M < 0 || N <= 0 || (out != OB_XNOR_OUT_F32 && out != OB_XNOR_OUT_BF16) ||
-        (variant & ~(OB_XNOR_FOLD_MAGIC | OB_XNOR_ONE_TILE | OB_XNOR_PERSISTENT)) ||
-        ((variant & OB_XNOR_ONE_TILE) && (variant & OB_XNOR_PERSISTENT)))
+        (variant & ~(OB_XNOR_FOLD_MAGIC | OB_XNOR_ONE_TILE | OB_XNOR_PERSISTENT | OB_XNOR_WGMMA)) || (forced & (forced - 1)))
         return cudaErrorInvalidValue;
     if (((uintptr_t)xbits | (uintptr_t)wbits) & 15) return cudaErrorMisalignedAddress;
     const size_t smem = ob_xnor_gemm_smem_bytes(K, gs, out);
     if (!smem) return cudaErrorInvalidValue;
+    /* the warpgroup kernel only where asked (it was measured slower than the mma.sync kernels at every benchmark
+     * shape, BENCHMARKS.md), and only where the device runs the sm_90a code and the shape suits it (gs 256,
+     * K % 1,024 == 0, 16-byte aligned tables, shared memory fits) */
+    const bool tables_aligned = !(((uintptr_t)xpopc | (uintptr_t)alpha | (uintptr_t)wpopc | (uintptr_t)beta) & 15);
+    const size_t smem_w = ob__xgw_smem_bytes(K, out);
+    const bool can_w = gs == 256 && K % 1024 == 0 && fold == OB_XNOR_FOLD_SUBNORMAL && tables_aligned && smem_w <= 227 * 1024;
+    if ((variant & OB_XNOR_WGMMA) && !can_w) return cudaErrorInvalidValue;
     if (M == 0) return cudaSuccess;
+    if ((variant & OB_XNOR_WGMMA) && ob__device_runs_sm90a())
+        return out == OB_XNOR_OUT_BF16 ? ob__xgw_launch<OB_XNOR_OUT_BF16>(y, xbits, beta, xpopc, wbits, alpha, wpopc, M, N, K, smem_w, stream)
+                                       : ob__xgw_launch<OB_XNOR_OUT_F32>(y, xbits, beta, xpopc, wbits, alpha, wpopc, M, N, K, smem_w, stream);
+    if (variant & OB_XNOR_WGMMA) return cudaErrorNoKernelImageForDevice;
     /* the persistent kernel where asked, or by default where it was measured faster: K <= 1,024 and N <= 3,072 (H100,
      * M = 65,536, K = 1,024: 0.193 against 0.210 ms at N = 2,048, 0.288 against 0.324 at N = 3,072, but 0.38-0.43
      * against 0.40 at N = 4,096 over three runs; at K = 4,096: 0.317 against 0.284), and only where its tables'
      * inputs are 16-byte aligned and its shared memory fits; the first design's grid has M / 128 rows (<= 65,535) */
     const size_t smem_p = ob__xgp_smem_bytes(K, gs);
     const bool want_p = (variant & OB_XNOR_PERSISTENT) || (!(variant & OB_XNOR_ONE_TILE) && K <= 1024 && N <= 3072);
-    const bool persist = want_p && smem_p <= 227 * 1024 &&
-                         !(((uintptr_t)xpopc | (uintptr_t)alpha | (uintptr_t)wpopc | (uintptr_t)beta) & 15);
+    const bool persist = want_p && smem_p <= 227 * 1024 && tables_aligned;
     if (!persist && M > 65535 * OB__XG_BM) return cudaErrorInvalidValue;
 #define OB__XG_CASE(GS_, OUT_, FOLD_)                                                                                  \
     if (gs == GS_ && out == OUT_ && fold == FOLD_)                                                                     \
@@ -2243,6 +2614,9 @@ template <int GS, int OUT> static cudaError_t ob__xnor_attr_all() {
 
 OB_DEF cudaError_t ob_xnor_prepare(void) {
     cudaError_t e;
+    (void)ob__device_runs_sm90a(); /* the probe launches a kernel: before any capture */
+    if ((e = ob__xgw_attr<OB_XNOR_OUT_BF16>()) != cudaSuccess) return e;
+    if ((e = ob__xgw_attr<OB_XNOR_OUT_F32>()) != cudaSuccess) return e;
     if ((e = ob__xnor_attr_all<256, OB_XNOR_OUT_BF16>()) != cudaSuccess) return e;
     if ((e = ob__xnor_attr_all<256, OB_XNOR_OUT_F32>()) != cudaSuccess) return e;
     if ((e = ob__xnor_attr_all<128, OB_XNOR_OUT_BF16>()) != cudaSuccess) return e;
@@ -2575,13 +2949,6 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
  * cudaFuncSetAttribute for the dynamic shared-memory size).
  */
 
-/* wgmma exists only in the sm_90a code; in the portable PTX pass its helpers compile to a trap, and the
- * launchers never pick them there (ob__attn_use_wgmma probes which code the device runs). */
-#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define OB__WGASM(...) __trap()
-#else
-#define OB__WGASM(...) asm volatile(__VA_ARGS__)
-#endif
 namespace {
 
 constexpr float ob__attn_log2e = 1.4426950408889634f;
@@ -2673,12 +3040,6 @@ __device__ __forceinline__ uint64_t ob__attn_desc(uint32_t saddr, uint32_t lbo, 
     return (uint64_t)((saddr & 0x3FFFFu) >> 4) | ((uint64_t)((lbo & 0x3FFFFu) >> 4) << 16) |
            ((uint64_t)((sbo & 0x3FFFFu) >> 4) << 32) | (3ull << 62);
 }
-__device__ __forceinline__ void ob__attn_wg_fence() { OB__WGASM("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void ob__attn_wg_commit() { OB__WGASM("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void ob__attn_wg_wait() { OB__WGASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-/* generic-proxy shared-memory writes (cp.async, st.shared) -> visible to the wgmma (async proxy) */
-__device__ __forceinline__ void ob__attn_fence_proxy() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 /* keeps the compiler from moving accumulator accesses across wgmma issue / wait */
 template <int N>
 __device__ __forceinline__ void ob__attn_fence_regs(float (&d)[N]) {
@@ -3378,7 +3739,7 @@ __global__ void __launch_bounds__(256, 1)
     ob__attn_load_tile<BC, D>(sK0, kg, krs, 0, T, tid);
     ob__attn_cp_commit();
     ob__attn_cp_wait<0>();
-    ob__attn_fence_proxy();
+    ob__fence_proxy_async();
     __syncthreads();
     if (nkt > 1) ob__attn_load_tile<BC, D>(sK0 + SK, kg, krs, BC, T, tid);
     ob__attn_load_tile<BC, D>(sV0, vg, krs, 0, T, tid);
@@ -3388,12 +3749,12 @@ __global__ void __launch_bounds__(256, 1)
     uint32_t pc[BC / 16][4];
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, al0, al1, ls0, ls1;
     /* S_0 */
-    ob__attn_wg_fence();
+    ob__wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
         ob__attn_wgmma<BC>::template ss<0, 0>(s, ob__attn_desc(sQw + kk * BR * 32, BR * 32, 256), ob__attn_desc(sK0 + kk * BC * 32, BC * 32, 256), kk);
-    ob__attn_wg_commit();
-    ob__attn_wg_wait<0>();
+    ob__wg_commit();
+    ob__wg_wait<0>();
     ob__attn_fence_regs(s);
     ob__attn_softmax<NB>(s, pc, BC - 1 > wrow, 0, r0, t4, sl2, m0, m1, al0, al1, ls0, ls1);
     l0 = ls0;
@@ -3403,26 +3764,26 @@ __global__ void __launch_bounds__(256, 1)
 
     for (int j = 1; j < nkt; ++j) {
         ob__attn_cp_wait<0>(); /* K_j, V_{j-1} */
-        ob__attn_fence_proxy();
+        ob__fence_proxy_async();
         __syncthreads();
         if (j + 1 < nkt) ob__attn_load_tile<BC, D>(sK0 + ((j + 1) & 1) * SK, kg, krs, (j + 1) * BC, T, tid);
         ob__attn_load_tile<BC, D>(sV0 + (j & 1) * SK, vg, krs, j * BC, T, tid);
         ob__attn_cp_commit();
         const uint32_t sK = sK0 + (j & 1) * SK, sVp = sV0 + ((j - 1) & 1) * SK;
-        ob__attn_wg_fence();
+        ob__wg_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
             ob__attn_wgmma<BC>::template ss<0, 0>(s, ob__attn_desc(sQw + kk * BR * 32, BR * 32, 256), ob__attn_desc(sK + kk * BC * 32, BC * 32, 256),
                                                   kk);
-        ob__attn_wg_commit();
+        ob__wg_commit();
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) ob__attn_wgmma<D>::template rs<1>(acc, pc[kk], ob__attn_desc(sVp + kk * 16 * 32, BC * 32, 256), 1);
-        ob__attn_wg_commit();
-        ob__attn_wg_wait<1>();
+        ob__wg_commit();
+        ob__wg_wait<1>();
         ob__attn_fence_regs(s);
         uint32_t pn[BC / 16][4];
         ob__attn_softmax<NB>(s, pn, j * BC + BC - 1 > wrow, j * BC, r0, t4, sl2, m0, m1, al0, al1, ls0, ls1);
-        ob__attn_wg_wait<0>();
+        ob__wg_wait<0>();
         ob__attn_fence_regs(acc);
         ob__attn_fence_regs(pc); /* P_{j-1} live until here: else the softmax's pn may take its registers while
                                     the P V wgmma still reads them, and ptxas serialises the wgmmas (C7513) */
@@ -3441,15 +3802,15 @@ __global__ void __launch_bounds__(256, 1)
             for (int x = 0; x < 4; ++x) pc[kk][x] = pn[kk][x];
     }
     ob__attn_cp_wait<0>(); /* V_{nkt-1} */
-    ob__attn_fence_proxy();
+    ob__fence_proxy_async();
     __syncthreads();
     {
         const uint32_t sVp = sV0 + ((nkt - 1) & 1) * SK;
-        ob__attn_wg_fence();
+        ob__wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BC / 16; ++kk) ob__attn_wgmma<D>::template rs<1>(acc, pc[kk], ob__attn_desc(sVp + kk * 16 * 32, BC * 32, 256), 1);
-        ob__attn_wg_commit();
-        ob__attn_wg_wait<0>();
+        ob__wg_commit();
+        ob__wg_wait<0>();
         ob__attn_fence_regs(acc);
     }
     ob__attn_fwd_epilogue<D>(acc, l0, l1, m0, m1, sQ, o + ((size_t)b * T * H + h) * D, qrs, lse + (size_t)bh * T, warp, lane, wrow, T);
@@ -3513,13 +3874,13 @@ __global__ void __launch_bounds__(256, 1)
         const int bf = st & 1;
         const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
         ob__attn_cp_wait<0>();
-        ob__attn_fence_proxy();
+        ob__fence_proxy_async();
         __syncthreads();
         if (st + 1 < ns) prefetch(st + 1, bf ^ 1);
         ob__attn_cp_commit();
         const uint32_t sQ = sQ0 + bf * SQD, sdO = sdO0 + bf * SQD, sL = sL0 + bf * BQ * 4, sDi = sDi0 + bf * BQ * 4;
         float sa[BQ / 2], dpa[BQ / 2];
-        ob__attn_wg_fence();
+        ob__wg_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
             ob__attn_wgmma<BQ>::template ss<0, 0>(sa, ob__attn_desc(sK + kk * BK * 32 + wg * 64 * 32, BK * 32, 256),
@@ -3528,8 +3889,8 @@ __global__ void __launch_bounds__(256, 1)
         for (int kk = 0; kk < D / 16; ++kk)
             ob__attn_wgmma<BQ>::template ss<0, 0>(dpa, ob__attn_desc(sV + kk * BK * 32 + wg * 64 * 32, BK * 32, 256),
                                                   ob__attn_desc(sdO + kk * BQ * 32, BQ * 32, 256), kk);
-        ob__attn_wg_commit();
-        ob__attn_wg_wait<0>();
+        ob__wg_commit();
+        ob__wg_wait<0>();
         /* the previous step's dq, after the wait: issued between the S^T / dP^T wgmmas and their wait
          * (to overlap them), its branches made ptxas serialise every wgmma of the kernel (C7518: a
          * warpgroup wait it inserts on a divergent path); measured on the H100 at 64 x 1024, 8 / 4 heads
@@ -3540,26 +3901,26 @@ __global__ void __launch_bounds__(256, 1)
         uint32_t pf[BQ / 16][4], df[BQ / 16][4];
         {
             ob__attn_bwd_elem(sa, dpa, pf, df, sL, sDi, sdS, kl, kw, qb, k0, T, t4, sl2);
-            ob__attn_wg_fence();
+            ob__wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; ++kk)
                 ob__attn_wgmma<D>::template rs<1>(dVa, pf[kk], ob__attn_desc(sdO + kk * 16 * 32, BQ * 32, 256), 1);
 #pragma unroll
             for (int kk = 0; kk < BQ / 16; ++kk)
                 ob__attn_wgmma<D>::template rs<1>(dKa, df[kk], ob__attn_desc(sQ + kk * 16 * 32, BQ * 32, 256), 1);
-            ob__attn_wg_commit();
+            ob__wg_commit();
         }
-        ob__attn_fence_proxy();
+        ob__fence_proxy_async();
         __syncthreads();
         {
             float qa[D / 4];
-            ob__attn_wg_fence();
+            ob__wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BK / 16; ++kk)
                 ob__attn_wgmma<D / 2>::template ss<1, 1>(qa, ob__attn_desc(sdS + kk * 16 * 32, BK * 32, 256),
                                                          ob__attn_desc(sK + (wg * D / 32) * BK * 32 + kk * 16 * 32, BK * 32, 256), kk);
-            ob__attn_wg_commit();
-            ob__attn_wg_wait<0>();
+            ob__wg_commit();
+            ob__wg_wait<0>();
             ob__attn_fence_regs(qa);
             ob__attn_fence_regs(pf);
             ob__attn_fence_regs(df);
@@ -3675,29 +4036,9 @@ cudaError_t ob__attn_bwd_launch(const __nv_bfloat16 *q, const __nv_bfloat16 *k, 
  * device: wgmma when the device runs the sm_90a code (probed once per device, outside graph capture:
  * ob_cuda_model_create calls ob__attn_use_wgmma first), else mma.sync. Tests and benchmarks set it. */
 static int ob_cuda_attention_path = -1;
-__global__ static void ob__attn_probe_kernel(int *out) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    *out = 1;
-#else
-    *out = 0;
-#endif
-}
 static int ob__attn_use_wgmma(void) {
-    static int probed[32]; /* per device: 0 not yet, 1 mma.sync, 2 wgmma */
     if (ob_cuda_attention_path >= 0) return ob_cuda_attention_path;
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 32) return 0;
-    if (!probed[dev]) {
-        int *d_flag = NULL, h_flag = 0;
-        if (cudaMalloc(&d_flag, sizeof(int)) == cudaSuccess) {
-            ob__attn_probe_kernel<<<1, 1>>>(d_flag);
-            if (cudaMemcpy(&h_flag, d_flag, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess) h_flag = 0;
-            cudaFree(d_flag);
-        }
-        (void)cudaGetLastError(); /* a device without a usable image: the mma.sync launch will report it */
-        probed[dev] = h_flag ? 2 : 1;
-    }
-    return probed[dev] == 2;
+    return ob__device_runs_sm90a();
 }
 static int ob_cuda_attention_supported(int D) { return D == 32 || D == 64 || D == 96 || D == 128; }
 

@@ -87,11 +87,13 @@ static void cublas_bf16(cublasHandle_t h, const __nv_bfloat16 *x, const __nv_bfl
 
 int main(int argc, char **argv) {
     bool quick = false;
+    int only_n = 0, only_k = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--runs") && i + 1 < argc) g_runs = std::max(1, atoi(argv[++i]));
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--shape") && i + 2 < argc) { only_n = atoi(argv[++i]); only_k = atoi(argv[++i]); }
         else {
-            fprintf(stderr, "usage: %s [--runs N (default 30)] [--quick (first GEMM shape only)]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--runs N (default 30)] [--quick (first GEMM shape only)] [--shape N K (that XNOR shape only)]\n", argv[0]);
             return 2;
         }
     }
@@ -133,9 +135,12 @@ int main(int argc, char **argv) {
     const int M = 65536, gs = 256;
     const int shapes[][2] = {{1024, 1024}, {2048, 1024}, {3072, 1024}, {4096, 1024}, {1024, 4096}};
     printf("XNOR GEMM, M = %d, gs = %d, bf16 output unless noted\n", M, gs);
-    printf("%5s %5s | %8s %7s %7s %8s %6s | %8s %7s | %8s %7s | %8s %7s %6s | %s\n", "N", "K", "xnor ms", "TOPS", "out GB/s",
-           "floor ms", "%floor", "1tile ms", "TOPS", "f32 ms", "GB/s", "cuBLAS", "TFLOPS", "x", "issue-8 target");
+    printf("(xnor: the default kernel (mma.sync b1: persistent or one tile per CTA by shape); wgmma: the warpgroup kernel\n"
+           " (OB_XNOR_WGMMA, -1 where the device does not run the sm_90a code); 1tile: the first design)\n");
+    printf("%5s %5s | %8s %7s %7s %8s %6s | %8s %7s | %8s %7s | %8s %7s | %8s %7s %6s | %s\n", "N", "K", "xnor ms", "TOPS", "out GB/s",
+           "floor ms", "%floor", "wgmma", "TOPS", "1tile ms", "TOPS", "f32 ms", "GB/s", "cuBLAS", "TFLOPS", "x", "issue-8 target");
     for (const auto &sh : shapes) {
+        if (only_n && (sh[0] != only_n || sh[1] != only_k)) continue;
         const int N = sh[0], K = sh[1], G = K / gs;
         float *xf, *wf;
         __nv_bfloat16 *xb, *wb, *yc;
@@ -163,6 +168,10 @@ int main(int argc, char **argv) {
             CUDA_OK(ob_xnor_gemm_ex(y, out, xbits, beta, xpc, wbits, alpha, wpc, M, N, K, gs, fold, g_s));
         };
         const double t0 = median_ms([&] { gemm(OB_XNOR_OUT_BF16, OB_XNOR_FOLD_SUBNORMAL); }, false);
+        double tp = -1.0; /* the warpgroup kernel, where it runs */
+        if (ob_xnor_gemm_ex(y, OB_XNOR_OUT_BF16, xbits, beta, xpc, wbits, alpha, wpc, M, N, K, gs, OB_XNOR_WGMMA, g_s) == cudaSuccess)
+            tp = median_ms([&] { gemm(OB_XNOR_OUT_BF16, OB_XNOR_WGMMA); }, false);
+        (void)cudaGetLastError();
         const double t1 = median_ms([&] { gemm(OB_XNOR_OUT_BF16, OB_XNOR_ONE_TILE); }, false); /* the first design */
         const double t2 = median_ms([&] { gemm(OB_XNOR_OUT_F32, OB_XNOR_FOLD_SUBNORMAL); }, false);
         const double tc = median_ms([&] { cublas_bf16(cb, xb, wb, yc, M, N, K); }, false);
@@ -171,8 +180,8 @@ int main(int argc, char **argv) {
         if (N == 2048 && K == 1024) snprintf(target, sizeof target, "<= 0.105 ms: %s", t0 <= 0.105 ? "met" : "not met");
         else if (K == 4096) snprintf(target, sizeof target, ">= 8000 TOPS: %s", ops / t0 * 1e-9 >= 8000 ? "met" : "not met");
         else snprintf(target, sizeof target, ">= 85%% of floor: %s", floor_ms / t0 >= 0.85 ? "met" : "not met");
-        printf("%5d %5d | %8.4f %7.0f %7.0f %8.4f %5.0f%% | %8.4f %7.0f | %8.4f %7.0f | %8.4f %7.0f %5.1fx | %s\n", N, K,
-               t0, ops / t0 * 1e-9, ob / (t0 * 1e6), floor_ms, 100 * floor_ms / t0, t1, ops / t1 * 1e-9, t2,
+        printf("%5d %5d | %8.4f %7.0f %7.0f %8.4f %5.0f%% | %8.4f %7.0f | %8.4f %7.0f | %8.4f %7.0f | %8.4f %7.0f %5.1fx | %s\n", N, K,
+               t0, ops / t0 * 1e-9, ob / (t0 * 1e6), floor_ms, 100 * floor_ms / t0, tp, tp > 0 ? ops / tp * 1e-9 : 0.0, t1, ops / t1 * 1e-9, t2,
                2 * ob / (t2 * 1e6), tc, ops / tc * 1e-9, tc / t0, target);
         printf("%13s packers: acts %.4f ms %.0f GB/s, weights %.4f ms %.0f GB/s\n", "",
                tpa, ((double)M * K * 4 + (double)M * K / 8 + (double)M * G * 2 + M * 4.0) / (tpa * 1e6), tpw,
@@ -189,6 +198,7 @@ int main(int argc, char **argv) {
     const int bshapes[][3] = {{1, 1024, 1024}, {1, 3072, 1024}, {1, 4096, 1024}, {1, 1024, 4096}, {1, 32768, 16384},
                               {8, 4096, 1024}, {8, 1024, 4096}, {64, 4096, 1024}, {64, 1024, 4096}};
     for (const auto &sh : bshapes) {
+        if (only_n) break;
         const int Mb = sh[0], N = sh[1], K = sh[2], G = K / gs;
         float *wf, *alpha;
         __nv_bfloat16 *xb, *wb, *yc;

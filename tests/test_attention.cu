@@ -207,7 +207,7 @@ __global__ void k_wg_selfcheck(const float *A, const float *Bm, float *C) {
         uint32_t off = (mode == 0) ? ob__attn_tofs(n, kk / 8, 64) + (kk % 8) * 2 : ob__attn_tofs(kk, n / 8, 32) + (n % 8) * 2;
         *reinterpret_cast<__nv_bfloat16 *>(sm + 8192 + off) = val;
     }
-    ob__attn_fence_proxy();
+    ob__fence_proxy_async();
     __syncthreads();
     float d[32];
 #pragma unroll
@@ -217,7 +217,7 @@ __global__ void k_wg_selfcheck(const float *A, const float *Bm, float *C) {
     uint32_t af[2][4];
 #pragma unroll
     for (int kk = 0; kk < 2; ++kk) ob__attn_ldsm4(sa + ob__attn_tofs(16 * warp + (lane & 15), 2 * kk + (lane >> 4), 64), af[kk]);
-    ob__attn_wg_fence();
+    ob__wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 2; ++kk) {
         if constexpr (mode == 0) {
@@ -228,8 +228,8 @@ __global__ void k_wg_selfcheck(const float *A, const float *Bm, float *C) {
             ob__attn_wgmma<64>::ss<1, 1>(d, ob__attn_desc(sa + kk * 16 * 32, l2, s2), ob__attn_desc(sb + kk * 16 * 32, l1, s1), 1);
         }
     }
-    ob__attn_wg_commit();
-    ob__attn_wg_wait<0>();
+    ob__wg_commit();
+    ob__wg_wait<0>();
     ob__attn_fence_regs(d);
     const int g = lane >> 2, t4 = lane & 3;
     for (int nb = 0; nb < 8; ++nb)

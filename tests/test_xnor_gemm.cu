@@ -551,18 +551,23 @@ static void gpu_gemm_tests(Rng &r) {
                     void *dy;
                     CUDA_OK(cudaMalloc(&dy, (size_t)M * N * 4 + 16));
                     /* every variant: 0 / 1 the default kernel with each fold, 2 / 3 the one-tile-per-CTA design, 4 / 5 the
-                     * persistent kernel (also where it is not the default) */
-                    std::vector<float> y32[6];
-                    std::vector<uint16_t> y16[6];
-                    for (int fold = 0; fold < 6; fold++) {
-                        CUDA_OK(cudaMemset(dy, 0xFF, (size_t)M * N * 4));
-                        CUDA_OK(ob_xnor_gemm_ex(dy, OB_XNOR_OUT_F32, dx.bits, dx.scale, dx.popc, dw.bits, dw.scale, dw.popc,
-                                                M, N, K, gs, fold, 0));
-                        y32[fold] = dev_download((const float *)dy, (size_t)M * N);
-                        CUDA_OK(cudaMemset(dy, 0xFF, (size_t)M * N * 4));
-                        CUDA_OK(ob_xnor_gemm_ex(dy, OB_XNOR_OUT_BF16, dx.bits, dx.scale, dx.popc, dw.bits, dw.scale,
-                                                dw.popc, M, N, K, gs, fold, 0));
-                        y16[fold] = dev_download((const uint16_t *)dy, (size_t)M * N);
+                     * persistent kernel (also where it is not the default), 6 the warpgroup (wgmma) kernel where it
+                     * applies (gs 256, K % 1,024 == 0; else variant 0 again) */
+                    const int NV = 7, wg_ok = gs == 256 && K % 1024 == 0;
+                    const int variants[NV] = {0, 1, 2, 3, 4, 5, wg_ok ? OB_XNOR_WGMMA : 0};
+                    std::vector<float> y32[NV];
+                    std::vector<uint16_t> y16[NV];
+                    for (int v = 0; v < NV; v++) {
+                        for (int out = 0; out < 2; out++) { /* OB_XNOR_OUT_F32, OB_XNOR_OUT_BF16 */
+                            CUDA_OK(cudaMemset(dy, 0xFF, (size_t)M * N * 4));
+                            cudaError_t ce = ob_xnor_gemm_ex(dy, out, dx.bits, dx.scale, dx.popc, dw.bits, dw.scale, dw.popc,
+                                                             M, N, K, gs, variants[v], 0);
+                            if (ce == cudaErrorNoKernelImageForDevice && variants[v] == OB_XNOR_WGMMA) /* no sm_90a code */
+                                ce = ob_xnor_gemm_ex(dy, out, dx.bits, dx.scale, dx.popc, dw.bits, dw.scale, dw.popc, M, N, K, gs, 0, 0);
+                            CUDA_OK(ce);
+                            if (out == OB_XNOR_OUT_F32) y32[v] = dev_download((const float *)dy, (size_t)M * N);
+                            else y16[v] = dev_download((const uint16_t *)dy, (size_t)M * N);
+                        }
                     }
                     double w32 = 0, w16 = 0, e32 = 0, e16 = 0, ymax = 0;
                     bool ok32 = true, ok16 = true, same = y32[0].size() == y32[1].size();
@@ -576,7 +581,7 @@ static void gpu_gemm_tests(Rng &r) {
                         if (b32 > 0) w32 = fmax(w32, d32 / b32), w16 = fmax(w16, d16 / b16);
                         if (!(d32 <= b32)) { ok32 = false; if (bad == (size_t)-1) bad = i; }
                         if (!(d16 <= b16)) { ok16 = false; if (bad == (size_t)-1) bad = i; }
-                        for (int v = 1; v < 6; v++) same &= memcmp(&y32[0][i], &y32[v][i], 4) == 0 && y16[0][i] == y16[v][i];
+                        for (int v = 1; v < NV; v++) same &= memcmp(&y32[0][i], &y32[v][i], 4) == 0 && y16[0][i] == y16[v][i];
                     }
                     const bool zero = y32[0][0] == 0.0f && y16[0][0] == 0 && R.y[0] == 0.0;
                     const bool norm = e32 <= 1e-5 * ymax && e16 <= 8e-3 * ymax;
@@ -584,8 +589,8 @@ static void gpu_gemm_tests(Rng &r) {
                     snprintf(name, sizeof name, "xnor_gemm M=%d N=%d K=%d gs=%d", M, N, K, gs);
                     if (packs && ok32 && ok16 && same && zero && norm)
                         result(true, name, "max|err|/max|ref|: f32 %.1e (<= 1e-5), bf16 %.1e (<= 8e-3); per-element "
-                               "err/bound f32 %.3f, bf16 %.3f; folds and kernels (persistent, one tile) bit-identical; cancelled dot exactly 0",
-                               e32 / ymax, e16 / ymax, w32, w16);
+                               "err/bound f32 %.3f, bf16 %.3f; folds and kernels (persistent, one tile%s) bit-identical; cancelled dot exactly 0",
+                               e32 / ymax, e16 / ymax, w32, w16, wg_ok ? ", wgmma" : "");
                     else
                         result(false, name, "packs %s (%d, %d bad), f32 %s, bf16 %s, folds %s, zero %s, normwise %.1e/%.1e; "
                                "first bad element m=%zu n=%zu: ref %.9g gpu f32 %.9g bf16 %.9g bound %.3g",
@@ -675,12 +680,16 @@ static void gpu_misc_tests(Rng &r) {
                   ob_bwn_gemm(nullptr, 2, nullptr, nullptr, nullptr, 1, 1, 256, 256, 0) == cudaErrorInvalidValue &&
                   ob_xnor_gemm_ex(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 4, 256, 256,
                                   OB_XNOR_ONE_TILE | OB_XNOR_PERSISTENT, 0) == cudaErrorInvalidValue &&
-                  ob_xnor_gemm_ex(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 4, 256, 256, 8, 0) ==
+                  ob_xnor_gemm_ex(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 4, 256, 256, 16, 0) ==
                       cudaErrorInvalidValue &&
+                  ob_xnor_gemm_ex(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 4, 256, 256,
+                                  OB_XNOR_WGMMA, 0) == cudaErrorInvalidValue && /* wgmma needs K % 1,024 == 0 */
+                  ob_xnor_gemm_ex(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4, 4, 1024, 128,
+                                  OB_XNOR_WGMMA, 0) == cudaErrorInvalidValue && /* and gs 256 */
                   ob_xnor_gemm(nullptr, 0, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 4, 256, 256, 0) ==
                       cudaSuccess;
         (void)cudaGetLastError();
-        result(ok, "xnor_args", "K %% gs != 0, gs = 64, K %% 128 != 0, bad out type, contradictory or unknown variant bits -> cudaErrorInvalidValue; M = 0 -> no-op");
+        result(ok, "xnor_args", "K %% gs != 0, gs = 64, K %% 128 != 0, bad out type, contradictory or unknown variant bits, wgmma off its shapes -> cudaErrorInvalidValue; M = 0 -> no-op");
     }
     /* graph capture: pack + GEMM + BWN captured and replayed equal the direct launches */
     {
