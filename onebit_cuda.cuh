@@ -1607,6 +1607,21 @@ static __device__ __forceinline__ void ob__xg_chunk(float (&acc)[4][4][4], const
     }
 }
 
+/* The operands of chunk lc (bits 1,024 lc.. of K) of output tile (m0, n0) into the stage at sA: 128 activation
+ * rows, then 128 weight rows, 128B-swizzled, zero-filled past M, N and K. 256 threads; cp.async. */
+static __device__ __forceinline__ void ob__xg_load_operands(uint32_t sA, const uint32_t *xb, const uint32_t *wb, int M, int N,
+                                                            int K, int m0, int n0, int lc, int tid) {
+    const int KB = K / 8, kb0 = lc * OB__XG_ROWB;
+    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
+    const uint32_t sB = sA + OB__XG_BM * OB__XG_ROWB;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int idx = tid + i * OB__XG_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
+        const bool va = m0 + r < M && kb < KB, vb = n0 + r < N && kb < KB;
+        ob__cp16(sA + ob__xg_swz(r, ch), va ? xg + (size_t)(m0 + r) * KB + kb : xg, va);
+        ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
+    }
+}
 /* the epilogue's four values of MMA tile (mt, nt) of a thread: Y = beta (SC acc + s[n]), SC = 2^24 for the
  * subnormal fold (2 for the magic one); rows r0, r0 + 8, columns cc, cc + 1 (both kernels use it) */
 template <int FOLD>
@@ -1637,18 +1652,7 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
     float *be_s = sn_s + BN;                                         /* [BM] beta */
 
     /* stage c of the K loop -> buffer st: 128 rows x 8 chunks for A and for B, 4 + 4 cp.async per thread */
-    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
-    auto load_stage = [&](int c, int st) {
-        const uint32_t sA = ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), sB = sA + BM * OB__XG_ROWB;
-        const int kb0 = c * OB__XG_ROWB;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int idx = tid + i * OB__XG_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
-            const bool va = m0 + r < M && kb < KB, vb = n0 + r < N && kb < KB;
-            ob__cp16(sA + ob__xg_swz(r, ch), va ? xg + (size_t)(m0 + r) * KB + kb : xg, va);
-            ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
-        }
-    };
+    auto load_stage = [&](int c, int st) { ob__xg_load_operands(ob__smem_addr(ops + (size_t)st * OB__XG_STAGE), xb, wb, M, N, K, m0, n0, c, tid); };
     load_stage(0, 0);
     ob__cp_commit();
     if (nch > 1) load_stage(1, 1);
@@ -1762,16 +1766,7 @@ static __device__ __forceinline__ void ob__xg_issue_chunk(uint32_t sA, uint32_t 
                                                           const uint16_t *xpc, const float *alpha, const uint16_t *wpc,
                                                           const float *beta, int M, int N, int K, int G, int m0, int n0,
                                                           int lc, int tid) {
-    const int KB = K / 8, kb0 = lc * OB__XG_ROWB;
-    const unsigned char *xg = reinterpret_cast<const unsigned char *>(xb), *wg = reinterpret_cast<const unsigned char *>(wb);
-    const uint32_t sB = sA + OB__XG_BM * OB__XG_ROWB;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const int idx = tid + i * OB__XG_THREADS, r = idx >> 3, ch = idx & 7, kb = kb0 + ch * 16;
-        const bool va = m0 + r < M && kb < KB, vb = n0 + r < N && kb < KB;
-        ob__cp16(sA + ob__xg_swz(r, ch), va ? xg + (size_t)(m0 + r) * KB + kb : xg, va);
-        ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
-    }
+    ob__xg_load_operands(sA, xb, wb, M, N, K, m0, n0, lc, tid);
     if (lc == 0) {
         const int seg_off[4] = {0, 256 * G, 768 * G, 1024 * G}, seg_len[4] = {256 * G, 512 * G, 256 * G, 512};
         const unsigned char *seg_src[4] = {reinterpret_cast<const unsigned char *>(xpc) + (size_t)m0 * G * 2,
