@@ -1622,6 +1622,21 @@ static __device__ __forceinline__ void ob__xg_load_operands(uint32_t sA, const u
         ob__cp16(sB + ob__xg_swz(r, ch), vb ? wg + (size_t)(n0 + r) * KB + kb : wg, vb);
     }
 }
+/* fp32 output straight from a fragment: v[0..1] to (m, n..n+1), v[2..3] to (m + 8, n..n+1), masked at M and N
+ * (float2 when N is even: a quad covers one 32-byte sector) */
+static __device__ __forceinline__ void ob__xg_store_f32(void *y, const float (&v)[4], int m, int n, int M, int N) {
+#pragma unroll
+    for (int hr = 0; hr < 2; hr++) {
+        const int mr = m + 8 * hr;
+        if (mr >= M || n >= N) continue;
+        float *dst = reinterpret_cast<float *>(y) + (size_t)mr * N + n;
+        if ((N & 1) == 0) *reinterpret_cast<float2 *>(dst) = make_float2(v[2 * hr], v[2 * hr + 1]);
+        else {
+            dst[0] = v[2 * hr];
+            if (n + 1 < N) dst[1] = v[2 * hr + 1];
+        }
+    }
+}
 /* the epilogue's four values of MMA tile (mt, nt) of a thread: Y = beta (SC acc + s[n]), SC = 2^24 for the
  * subnormal fold (2 for the magic one); rows r0, r0 + 8, columns cc, cc + 1 (both kernels use it) */
 template <int FOLD>
@@ -1887,20 +1902,7 @@ __global__ void __launch_bounds__(OB__XG_THREADS, 2)
                             *reinterpret_cast<__nv_bfloat162 *>(ot + (r0 + 8) * 256 + ((chk ^ ((r0 + 8) & 15)) << 4) + 4 * t) =
                                 __floats2bfloat162_rn(v[2], v[3]);
                         } else {
-                            const int n = n0 + cc;
-                            float *y0 = reinterpret_cast<float *>(y);
-#pragma unroll
-                            for (int hr = 0; hr < 2; hr++) {
-                                const int m = m0 + r0 + 8 * hr;
-                                const float va = v[2 * hr], vb = v[2 * hr + 1];
-                                if (m >= M || n >= N) continue;
-                                float *dst = y0 + (size_t)m * N + n;
-                                if ((N & 1) == 0) *reinterpret_cast<float2 *>(dst) = make_float2(va, vb);
-                                else {
-                                    dst[0] = va;
-                                    if (n + 1 < N) dst[1] = vb;
-                                }
-                            }
+                            ob__xg_store_f32(y, v, m0 + r0, n0 + cc, M, N);
                         }
 #pragma unroll
                         for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.0f;
@@ -2164,19 +2166,7 @@ __global__ void __launch_bounds__(OB__XGW_THREADS, 2)
                         *reinterpret_cast<__nv_bfloat162 *>(ot + r0 * OP + cc * 2) = __floats2bfloat162_rn(v[0], v[1]);
                         *reinterpret_cast<__nv_bfloat162 *>(ot + (r0 + 8) * OP + cc * 2) = __floats2bfloat162_rn(v[2], v[3]);
                     } else {
-                        const int n = n0 + cc;
-                        float *y0 = reinterpret_cast<float *>(y);
-#pragma unroll
-                        for (int hr = 0; hr < 2; hr++) {
-                            const int m = m0 + r0 + 8 * hr;
-                            if (m >= M || n >= N) continue;
-                            float *dst = y0 + (size_t)m * N + n;
-                            if ((N & 1) == 0) *reinterpret_cast<float2 *>(dst) = make_float2(v[2 * hr], v[2 * hr + 1]);
-                            else {
-                                dst[0] = v[2 * hr];
-                                if (n + 1 < N) dst[1] = v[2 * hr + 1];
-                            }
-                        }
+                        ob__xg_store_f32(y, v, m0 + r0, n0 + cc, M, N);
                     }
 #pragma unroll
                     for (int j = 0; j < 4; j++) acc[4 * i + j] = 0.0f;
