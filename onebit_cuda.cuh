@@ -2912,11 +2912,13 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
  * Backward: three steps, all deterministic.
  *   1. ob__attn_bwd_pre_kernel: Di = rowsum(dO * O) and lse*log2(e) into the workspace, and zeroes the
  *      per-(b, h, query tile) turn counters.
- *   2. ob__attn_bwd_kernel: one CTA (8 warps) per (b, kv head, 128-key tile), launched in order of
- *      increasing key tile within each (b, kv head). Warpgroup wg owns keys 64wg..64wg+63 of the tile;
- *      each warp owns 16 keys. K and V stay in shared memory; the CTA walks every query head of its
- *      GQA group and every 64-query tile at or after the diagonal (latest first), double-buffering
- *      Q, dO, lse, Di. Per step: S^T = K Q^T and dP^T = V dO^T (m64 n64), P^T = exp2(S^T*c - lse2),
+ *   2. ob__attn_bwd_kernel: one CTA (8 warps) per (b, kv head, 128-key tile), launched key-tile-major:
+ *      the tile-0 CTAs of every (b, kv head) first (they have the most query tiles), then tile 1, ...
+ *      (longest first: at 8 x 1024 tokens the grid is under two waves, and a grid ordered by (b, kv
+ *      head) started long CTAs in the second wave). Warpgroup wg owns keys 64wg..64wg+63 of the tile;
+ *      each warp owns 16 keys. K and V stay in shared memory; the CTA walks the 64-query tiles at or
+ *      after the diagonal (latest first) and, for each, every query head of its GQA group,
+ *      double-buffering Q, dO, lse, Di. Per step: S^T = K Q^T and dP^T = V dO^T (m64 n64), P^T = exp2(S^T*c - lse2),
  *      dS^T = P^T (dP^T - Di); dV += P^T dO and dK += dS^T Q with P / dS fed from registers, so dK and
  *      dV (fp32, 16 keys x D per warp) accumulate in registers over all heads and query tiles and are
  *      written once (no reduction across CTAs is needed: the CTA owns its key rows for all heads).
@@ -2924,7 +2926,8 @@ static int ob_cuda_mlp_act_backward(ob_cuda_model *g, float *dh, const float *da
  *      columns wg*D/2..) is added into the fp32 dq output in a FIXED order: the contributions to one
  *      query tile come from key tiles 0, 1, ..., in that order; key tile 0 stores, key tile j waits
  *      until the tile's counter reads j, adds, and releases j+1 (acquire / release at gpu scope). Since
- *      all CTAs of a group start on the same (latest) query tile and walk the same sequence, the
+ *      all CTAs of a group start on the same (latest) query tile and walk the same sequence (tile j's
+ *      sequence is tile j-1's without its last 2 x heads steps: heads inner, so it is a prefix), the
  *      waiting CTA is at most one dq update behind its predecessor. This relies on CTAs of one grid
  *      being dispatched in increasing block index (CTA j-1 is resident or done before CTA j runs); a
  *      60-second timeout traps instead of hanging if that ever failed.
@@ -3526,7 +3529,9 @@ __global__ void __launch_bounds__(256, 1)
     const uint32_t sL0 = sdS + SDS, sDi0 = sL0 + 2 * BQ * 4;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2, w4 = warp & 3;
-    const int grp = (int)(blockIdx.x / (unsigned)nkt), j = (int)blockIdx.x - grp * nkt;
+    /* key-tile-major launch: every (b, kv head)'s tile 0 (the longest: all query tiles) first, tile nkt-1
+     * last, so the long CTAs start in the first wave and the short ones fill the tail */
+    const int ngrp = (int)(gridDim.x / (unsigned)nkt), j = (int)(blockIdx.x / (unsigned)ngrp), grp = (int)blockIdx.x - j * ngrp;
     const int b = grp / Hkv, hk = grp - b * Hkv, rep = H / Hkv;
     const int k0 = j * BK;
     const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
@@ -3537,7 +3542,7 @@ __global__ void __launch_bounds__(256, 1)
     ob__attn_load_tile<BK, D>(sV, v + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
 
     auto prefetch = [&](int st, int bf) {
-        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const int i = nqt - 1 - st / rep, hh = st - (nqt - 1 - i) * rep, h = hk * rep + hh, qb = i * BQ;
         const size_t base = ((size_t)b * T * H + h) * D;
         ob__attn_load_tile<BQ, D>(sQ0 + bf * SQD, q + base, qrs, qb, T, tid);
         ob__attn_load_tile<BQ, D>(sdO0 + bf * SQD, dout + base, qrs, qb, T, tid);
@@ -3569,7 +3574,7 @@ __global__ void __launch_bounds__(256, 1)
 
     for (int st = 0; st < ns; ++st) {
         const int bf = st & 1;
-        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const int i = nqt - 1 - st / rep, hh = st - (nqt - 1 - i) * rep, h = hk * rep + hh, qb = i * BQ;
         ob__attn_cp_wait<0>();
         __syncthreads();
         if (st + 1 < ns) prefetch(st + 1, bf ^ 1);
@@ -3821,7 +3826,9 @@ __global__ void __launch_bounds__(256, 1)
     const uint32_t sL0 = sdS + SDS, sDi0 = sL0 + 2 * BQ * 4, sQa = sDi0 + 2 * BQ * 4;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3, wg = warp >> 2, w4 = warp & 3;
-    const int grp = (int)(blockIdx.x / (unsigned)nkt), j = (int)blockIdx.x - grp * nkt;
+    /* key-tile-major launch: every (b, kv head)'s tile 0 (the longest: all query tiles) first, tile nkt-1
+     * last, so the long CTAs start in the first wave and the short ones fill the tail */
+    const int ngrp = (int)(gridDim.x / (unsigned)nkt), j = (int)(blockIdx.x / (unsigned)ngrp), grp = (int)blockIdx.x - j * ngrp;
     const int b = grp / Hkv, hk = grp - b * Hkv, rep = H / Hkv;
     const int k0 = j * BK;
     const size_t qrs = (size_t)H * D, krs = (size_t)Hkv * D;
@@ -3831,7 +3838,7 @@ __global__ void __launch_bounds__(256, 1)
     ob__attn_load_tile<BK, D>(sK, k + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
     ob__attn_load_tile<BK, D>(sV, v + ((size_t)b * T * Hkv + hk) * D, krs, k0, T, tid);
     auto prefetch = [&](int st, int bf) {
-        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const int i = nqt - 1 - st / rep, hh = st - (nqt - 1 - i) * rep, h = hk * rep + hh, qb = i * BQ;
         const size_t base = ((size_t)b * T * H + h) * D;
         ob__attn_load_tile<BQ, D>(sQ0 + bf * SQD, q + base, qrs, qb, T, tid);
         ob__attn_load_tile<BQ, D>(sdO0 + bf * SQD, dout + base, qrs, qb, T, tid);
@@ -3857,7 +3864,7 @@ __global__ void __launch_bounds__(256, 1)
 
     for (int st = 0; st < ns; ++st) {
         const int bf = st & 1;
-        const int hh = st / nqs, i = nqt - 1 - (st - hh * nqs), h = hk * rep + hh, qb = i * BQ;
+        const int i = nqt - 1 - st / rep, hh = st - (nqt - 1 - i) * rep, h = hk * rep + hh, qb = i * BQ;
         ob__attn_cp_wait<0>();
         ob__fence_proxy_async();
         __syncthreads();
