@@ -378,6 +378,117 @@ static void test_kernels(void) {
     ob_model_free(&m);
 }
 
+/* The vectorised data-movement kernels against the scalar ones they replace (those are checked against
+ * the CPU through the models), on fresh random inputs at every head dim the flash kernels take:
+ * - head norm + RoPE (+ gain), forward and backward, inside a qkv row (stride, offset) with a token
+ *   count that leaves a partial warp: rstd and dgain partials within 1e-6 relative (only the order of
+ *   a sum of squares / dot differs), the bf16 outputs within a bf16 step (rel 4e-3), >= 90 %
+ *   identical, nothing written outside the q columns;
+ * - extract_v / scatter of v: bit for bit;
+ * - the embedding backward's grouping by id (counts, offsets, token lists in token order) equal to a
+ *   host stable grouping on a skewed token stream (one id takes half the tokens, BT not a multiple
+ *   of the block). */
+static void test_vector_kernels(void) {
+    ob_config cfg;
+    ob_config_preset(&cfg, "tiny");
+    ob_model m;
+    ob_cuda_model g;
+    if (ob_model_init(&m, &cfg) || ob_cuda_model_init(&g, &m)) { tu_report("FAIL", "kernel/vector", "%s", ob_last_error()); return; }
+    ob_rng r;
+    ob_rng_seed(&r, 17);
+    float *saved_cos = g.rope_cos, *saved_sin = g.rope_sin;
+    const int heads[4] = {32, 64, 96, 128};
+    for (int hi = 0; hi < 4; hi++) {
+        const int d = heads[hi], H = 4, Hkv = 2, T = 37, B = 3, BT = B * T, D = H * d, stride = D + 2 * Hkv * d;
+        size_t nin = (size_t)BT * stride, nq = (size_t)BT * D, ntab = (size_t)T * d / 2;
+        float *in = (float *)malloc(nin * 4), *cs = (float *)malloc(ntab * 4), *sn = (float *)malloc(ntab * 4), *go = (float *)malloc(nq * 4), gain[4];
+        fill_normal(in, nin, 1.1f, &r);
+        fill_normal(go, nq, 0.9f, &r);
+        for (size_t i = 0; i < ntab; i++) { float a = 0.37f * (float)(i / (d / 2)) / (1.0f + (float)(i % (d / 2))); cs[i] = cosf(a); sn[i] = sinf(a); }
+        for (int h = 0; h < H; h++) gain[h] = 0.5f + 0.25f * h;
+        __nv_bfloat16 *ing = to_dev_bf16(in, nin), *o1, *o2, *dx1, *dx2;
+        float *csg = to_dev(cs, ntab), *sng = to_dev(sn, ntab), *gog = to_dev(go, nq), *gaing = to_dev(gain, H), *r1, *r2, *gp1, *gp2;
+        cudaMalloc((void **)&o1, nq * 2); cudaMalloc((void **)&o2, nq * 2); cudaMalloc((void **)&dx1, nin * 2); cudaMalloc((void **)&dx2, nin * 2);
+        cudaMalloc((void **)&r1, BT * H * 4); cudaMalloc((void **)&r2, BT * H * 4); cudaMalloc((void **)&gp1, BT * H * 4); cudaMalloc((void **)&gp2, BT * H * 4);
+        dev_fill(dx1, 0, nin * 2); dev_fill(dx2, 0, nin * 2);
+        g.rope_cos = csg; g.rope_sin = sng; g.cfg.qk_norm = 1;
+        int e = ob__rope_lanes(d, stride) == 0; /* the vector path must take these */
+        if (!e) e = ob_cuda_headnorm_rope_forward(&g, o1, r1, ing, stride, gaing, BT, T, H, d);
+        ob__k_headnorm_rope_fwd<<<ob__blocks((size_t)BT * H * 32, 256), 256>>>(o2, r2, ing, stride, csg, sng, gaing, BT, T, H, d, 1);
+        if (!e) e = ob_cuda_headnorm_rope_backward(&g, dx1, stride, gog, ing, r1, gaing, gp1, BT, T, H, d);
+        ob__k_headnorm_rope_bwd<<<ob__blocks((size_t)BT * H * 32, 256), 256>>>(dx2, stride, gog, ing, r1, csg, sng, gaing, gp2, BT, T, H, d, 1);
+        if (cudaDeviceSynchronize() != cudaSuccess) e = 1;
+        float *ho1 = bf16_to_host(o1, nq), *ho2 = bf16_to_host(o2, nq), *hd1 = bf16_to_host(dx1, nin), *hd2 = bf16_to_host(dx2, nin);
+        float *hr1 = to_host(r1, BT * H), *hr2 = to_host(r2, BT * H), *hg1 = to_host(gp1, BT * H), *hg2 = to_host(gp2, BT * H);
+        size_t same = 0, untouched = 0, nqc = 0;
+        for (size_t i = 0; i < nq; i++) same += ho1[i] == ho2[i];
+        for (size_t i = 0; i < nin; i++) {
+            if ((int)(i % stride) < D) { hd1[nqc] = hd1[i]; hd2[nqc] = hd2[i]; same += hd1[nqc] == hd2[nqc]; nqc++; }
+            else untouched += hd1[i] != 0.0f; /* the k and v columns are not the q kernel's to write */
+        }
+        double rr = rel_l2(hr1, hr2, BT * H), rg = rel_l2(hg1, hg2, BT * H), ro = rel_l2(ho1, ho2, nq), rd = rel_l2(hd1, hd2, nqc);
+        double frac = (double)same / (double)(nq + nqc);
+        char label[64];
+        snprintf(label, sizeof label, "kernel/headnorm_rope_vec_d%d", d);
+        TU_CHECK(!e && rr <= 1e-6 && rg <= 1e-6 && ro <= 4e-3 && rd <= 4e-3 && frac >= 0.9 && untouched == 0, label,
+                 "vector vs scalar kernels, %d rows: rstd rel %.1e, dgain partials rel %.1e (bound 1e-6); bf16 outputs rel %.1e forward, "
+                 "%.1e backward (bound 4e-3: a bf16 step), identical %.1f %% (bound 90 %%); values written outside q %zu",
+                 BT * H, rr, rg, ro, rd, 100.0 * frac, untouched);
+        /* v out of qkv and its gradient back in: the vector and scalar copies bit for bit */
+        __nv_bfloat16 *v1, *v2;
+        cudaMalloc((void **)&v1, (size_t)BT * Hkv * d * 2); cudaMalloc((void **)&v2, (size_t)BT * Hkv * d * 2);
+        size_t nv = (size_t)BT * Hkv * d;
+        ob__k_extract_v<8><<<ob__blocks(nv / 8, 256), 256>>>(v1, ing, stride, D + Hkv * d, Hkv * d, (size_t)BT);
+        ob__k_extract_v<1><<<ob__blocks(nv, 256), 256>>>(v2, ing, stride, D + Hkv * d, Hkv * d, (size_t)BT);
+        ob__k_scatter_bf16<8><<<ob__blocks(nv / 8, 256), 256>>>(dx1, stride, D + Hkv * d, gog, Hkv * d, (size_t)BT);
+        ob__k_scatter_bf16<1><<<ob__blocks(nv, 256), 256>>>(dx2, stride, D + Hkv * d, gog, Hkv * d, (size_t)BT);
+        int ev = cudaDeviceSynchronize() != cudaSuccess;
+        float *hv1 = bf16_to_host(v1, nv), *hv2 = bf16_to_host(v2, nv), *hs1 = bf16_to_host(dx1, nin), *hs2 = bf16_to_host(dx2, nin);
+        size_t dv = n_differ(hv1, hv2, nv), ds = 0, wrong = 0;
+        for (size_t i = 0; i < nin; i++) ds += (int)(i % stride) >= D + Hkv * d && hs1[i] != hs2[i]; /* the v columns (q differs within bounds above) */
+        for (size_t i = 0; i < nv; i++) wrong += hv1[i] != (float)__bfloat162float(__float2bfloat16(in[(i / (Hkv * d)) * stride + D + Hkv * d + i % (Hkv * d)]));
+        snprintf(label, sizeof label, "kernel/extract_scatter_vec_d%d", d);
+        TU_CHECK(!ev && dv == 0 && ds == 0 && wrong == 0, label, "vector vs scalar: %zu of %zu v values differ, %zu of %zu dv values in dqkv; %zu v values not the input's",
+                 dv, nv, ds, nv, wrong);
+        cudaFree(v1); cudaFree(v2); free(hv1); free(hv2); free(hs1); free(hs2);
+        cudaFree(ing); cudaFree(o1); cudaFree(o2); cudaFree(dx1); cudaFree(dx2); cudaFree(csg); cudaFree(sng); cudaFree(gog); cudaFree(gaing);
+        cudaFree(r1); cudaFree(r2); cudaFree(gp1); cudaFree(gp2);
+        free(ho1); free(ho2); free(hd1); free(hd2); free(hr1); free(hr2); free(hg1); free(hg2);
+        free(in); free(cs); free(sn); free(go);
+    }
+    g.rope_cos = saved_cos; g.rope_sin = saved_sin;
+    /* the embedding backward's grouping */
+    {
+        const int V = 3001, BT = 5000;
+        int32_t *ids = (int32_t *)malloc(BT * 4);
+        for (int t = 0; t < BT; t++) ids[t] = t % 2 ? 7 : (int32_t)(ob_rng_u64(&r) % V);
+        int *cnt = (int *)calloc(V, 4), *off = (int *)calloc(V, 4), *list = (int *)malloc(BT * 4), *fill = (int *)calloc(V, 4);
+        for (int t = 0; t < BT; t++) cnt[ids[t]]++;
+        for (int v = 1; v < V; v++) off[v] = off[v - 1] + cnt[v - 1];
+        for (int t = 0; t < BT; t++) list[off[ids[t]] + fill[ids[t]]++] = t;
+        int32_t *idg;
+        int *cg, *og, *lg;
+        cudaMalloc((void **)&idg, BT * 4); cudaMalloc((void **)&cg, V * 4); cudaMalloc((void **)&og, V * 4); cudaMalloc((void **)&lg, BT * 4);
+        h2d(idg, ids, BT * 4);
+        dev_fill(lg, 0xff, BT * 4);
+        ob__k_id_count<<<V, OB__ID_THREADS>>>(cg, idg, BT);
+        ob__k_id_offsets<<<1, OB__ID_THREADS>>>(og, cg, V);
+        ob__k_id_fill<<<V, OB__ID_THREADS>>>(lg, og, cg, idg, BT);
+        int e = cudaDeviceSynchronize() != cudaSuccess;
+        int *c2 = (int *)malloc(V * 4), *o2 = (int *)malloc(V * 4), *l2 = (int *)malloc(BT * 4);
+        cudaMemcpy(c2, cg, V * 4, cudaMemcpyDeviceToHost); cudaMemcpy(o2, og, V * 4, cudaMemcpyDeviceToHost); cudaMemcpy(l2, lg, BT * 4, cudaMemcpyDeviceToHost);
+        int bc = 0, bo = 0, bl = 0;
+        for (int v = 0; v < V; v++) { bc += c2[v] != cnt[v]; bo += o2[v] != off[v]; }
+        for (int t = 0; t < BT; t++) bl += l2[t] != list[t];
+        TU_CHECK(!e && bc == 0 && bo == 0 && bl == 0, "kernel/embed_grouping", "%d ids, %d tokens (id 7: %d of them): counts wrong %d, offsets wrong %d, list entries wrong %d",
+                 V, BT, cnt[7], bc, bo, bl);
+        cudaFree(idg); cudaFree(cg); cudaFree(og); cudaFree(lg);
+        free(ids); free(cnt); free(off); free(list); free(fill); free(c2); free(o2); free(l2);
+    }
+    ob_cuda_model_free(&g);
+    ob_model_free(&m);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* A whole model, forward and backward, GPU against CPU. */
 static void trace_layers(const char *name, ob_model *m, ob_cuda_model *g) {
@@ -1004,7 +1115,7 @@ int main(int argc, char **argv) {
     cudaDeviceProp prop;
     cudaGetDeviceProperties(&prop, 0);
     printf("device: %s, %d SMs, compute %d.%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
-    if (want("kernels")) test_kernels();
+    if (want("kernels")) { test_kernels(); test_vector_kernels(); }
 
     ob_config base;
     ob_config_preset(&base, "tiny");
