@@ -1499,57 +1499,53 @@ __device__ static float ob__dev_fp8_round(float v) {
 }
 __device__ static float ob__dev_bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
 
-/* One block per group: alpha = max(mean|w|, 1e-8) (rounded as stored), q = alpha s(w) or
- * alpha clamp(round(w / alpha)); sign matrix and bf16 copies for the GEMMs. round_mode: 0 none,
- * 1 fp8 (scale_fp8), 2 bf16 (storage_exact); fp8_inside: binary weights round alpha before use.
- * With wbits (binary weights, blockDim.x = 128 dividing g): the XNOR GEMM's operand too -- the group's
- * sign bits (g / 32 words), its popcount, and alpha rounded to bf16 (xalpha). */
-__global__ static void ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_bfloat16 *ws, float *alpha, uint32_t *wbits, uint16_t *wpopc,
-                                             float *xalpha, const float *w, int g, int ternary, int round_mode) {
-    const float *wg = w + (size_t)blockIdx.x * g;
+/* One warp per group (OB__QUANT_WARPS groups per block): alpha = max(mean|w|, 1e-8) (rounded as stored),
+ * q = alpha s(w) or alpha clamp(round(w / alpha)); sign matrix and bf16 copies for the GEMMs.
+ * round_mode: 0 none, 1 fp8 (scale_fp8), 2 bf16 (storage_exact); fp8_inside: binary weights round alpha
+ * before use. With wbits (binary weights, g % 32 == 0): the XNOR GEMM's operand too -- the group's sign
+ * bits (g / 32 words: word k is the ballot of elements 32k .. 32k+31), its popcount, and alpha rounded to
+ * bf16 (xalpha). The sum of |w| is in double: exact for any order at these group sizes, so alpha is the
+ * CPU's bit for bit. (A 128-thread block per group spent its time in barriers: 0.9 ms per step.) */
+#define OB__QUANT_WARPS 8
+__global__ static void __launch_bounds__(32 * OB__QUANT_WARPS) ob__k_quantize_groups(float *qv, __nv_bfloat16 *wq, __nv_bfloat16 *ws, float *alpha,
+                                                                                    uint32_t *wbits, uint16_t *wpopc, float *xalpha, const float *w,
+                                                                                    int ngroups, int g, int ternary, int round_mode) {
+    const int lane = threadIdx.x & 31, gi = blockIdx.x * OB__QUANT_WARPS + (threadIdx.x >> 5);
+    if (gi >= ngroups) return;
+    const size_t base = (size_t)gi * g;
+    const float *wg = w + base;
     double s = 0.0;
-    for (int k = threadIdx.x; k < g; k += blockDim.x) s += fabs((double)wg[k]);
-    /* a double block sum: pairwise through shared memory */
-    __shared__ double part[32];
+    for (int k = lane; k < g; k += 32) s += fabs((double)wg[k]);
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    __shared__ float a_sh, a_raw_sh;
-    if (threadIdx.x == 0) {
-        double t = 0.0;
-        for (int i = 0; i < (int)((blockDim.x + 31) >> 5); i++) t += part[i];
-        float a = fmaxf((float)(t / g), 1e-8f);
-        a_raw_sh = a; /* ternary decisions use the unrounded scale, as on the CPU */
-        a_sh = round_mode == 1 ? ob__dev_fp8_round(a) : round_mode == 2 ? ob__dev_bf16_round(a) : a;
-        alpha[blockIdx.x] = a_sh;
-        if (xalpha) xalpha[blockIdx.x] = __bfloat162float(__float2bfloat16_rn(a_sh));
+    const float a_raw = fmaxf((float)(s / g), 1e-8f); /* ternary decisions use the unrounded scale, as on the CPU */
+    const float a_store = round_mode == 1 ? ob__dev_fp8_round(a_raw) : round_mode == 2 ? ob__dev_bf16_round(a_raw) : a_raw;
+    if (lane == 0) {
+        alpha[gi] = a_store;
+        if (xalpha) xalpha[gi] = __bfloat162float(__float2bfloat16_rn(a_store));
     }
-    __shared__ int popc_sh;
-    if (threadIdx.x == 0) popc_sh = 0;
-    __syncthreads();
-    float a_store = a_sh, a_raw = a_raw_sh;
-    for (int k = threadIdx.x; k < g; k += blockDim.x) {
-        float sgn;
-        if (ternary) { float t = rintf(wg[k] / a_raw); sgn = fminf(fmaxf(t, -1.0f), 1.0f); }
-        else sgn = wg[k] >= 0.0f ? 1.0f : -1.0f;
-        if (wbits) { /* a warp's 32 consecutive elements are one word */
-            uint32_t word = __ballot_sync(0xffffffffu, sgn > 0.0f);
-            if ((threadIdx.x & 31) == 0) {
-                wbits[((size_t)blockIdx.x * g + k) / 32] = word;
-                atomicAdd(&popc_sh, __popc(word));
-            }
+    int popc = 0;
+    for (int k0 = 0; k0 < g; k0 += 32) { /* the whole warp each pass: the ballot needs every lane */
+        const int k = k0 + lane;
+        const bool in = k < g;
+        float sgn = 0.0f;
+        if (in) {
+            if (ternary) { float t = rintf(wg[k] / a_raw); sgn = fminf(fmaxf(t, -1.0f), 1.0f); }
+            else sgn = wg[k] >= 0.0f ? 1.0f : -1.0f;
         }
-        size_t i = (size_t)blockIdx.x * g + k;
-        float v = sgn * a_store;
-        if (ternary && round_mode && sgn == 0.0f) v = 0.0f; /* the CPU re-maps stored ternary zeros to +0 */
-        qv[i] = v;
-        wq[i] = __float2bfloat16(v);
-        ws[i] = __float2bfloat16(sgn);
+        if (wbits) {
+            const uint32_t word = __ballot_sync(0xffffffffu, in && sgn > 0.0f);
+            if (lane == 0) wbits[(base + k0) / 32] = word;
+            popc += __popc(word);
+        }
+        if (in) {
+            float v = sgn * a_store;
+            if (ternary && round_mode && sgn == 0.0f) v = 0.0f; /* the CPU re-maps stored ternary zeros to +0 */
+            qv[base + k] = v;
+            wq[base + k] = __float2bfloat16(v);
+            ws[base + k] = __float2bfloat16(sgn);
+        }
     }
-    if (wbits) {
-        __syncthreads();
-        if (threadIdx.x == 0) wpopc[blockIdx.x] = (uint16_t)popc_sh;
-    }
+    if (wbits && lane == 0) wpopc[gi] = (uint16_t)popc;
 }
 /* Other tensors: fp8 (QAT), bf16 (storage_exact) or a copy; plus the bf16 GEMM copy. */
 __global__ static void ob__k_quantize_plain(float *qv, __nv_bfloat16 *wq, const float *w, int mode, size_t n) {
@@ -4844,10 +4840,11 @@ OB_DEF int ob_cuda_model_quantize(ob_cuda_model *g) {
         const ob_tensor_info *t = &h->tensors[i];
         if (t->kind == OB_PARAM_QUANT) {
             int ngroups = (int)(t->numel / (size_t)c->group_size), gw = c->group_size / 32;
-            ob__k_quantize_groups<<<ngroups, 128, 0, g->stream>>>(
+            const int packs = g->xnor_gemm && c->group_size % 32 == 0;
+            ob__k_quantize_groups<<<(ngroups + OB__QUANT_WARPS - 1) / OB__QUANT_WARPS, 32 * OB__QUANT_WARPS, 0, g->stream>>>(
                 g->qparams + t->offset, g->wq + t->offset, g->wsign + t->offset, g->qalpha + t->alpha_offset,
-                g->xnor_gemm ? g->wbits + t->alpha_offset * gw : NULL, g->xnor_gemm ? g->wpopc + t->alpha_offset : NULL,
-                g->xnor_gemm ? g->xalpha + t->alpha_offset : NULL, g->params + t->offset, c->group_size, c->weight_quant == OB_WEIGHTS_TERNARY,
+                packs ? g->wbits + t->alpha_offset * gw : NULL, packs ? g->wpopc + t->alpha_offset : NULL,
+                packs ? g->xalpha + t->alpha_offset : NULL, g->params + t->offset, ngroups, c->group_size, c->weight_quant == OB_WEIGHTS_TERNARY,
                 round_mode);
         } else {
             int mode = ((t->kind == OB_PARAM_EMBED || t->kind == OB_PARAM_FLOAT_MATRIX) && c->fp8_qat) ? 1 : c->storage_exact ? 2 : 0;
@@ -5149,64 +5146,132 @@ __global__ static void ob__k_adam(float *p, const float *g, float *m1, float *m2
         p[i] -= step_size * m1[i] / (sqrtf(m2[i]) / sqrt_bc2 + eps);
     }
 }
-/* Muon, row by row: momentum, Nesterov, the row to unit RMS in fp32, then bf16 into the workspace,
- * and that row's sum of squares (of the bf16 values) for the Frobenius norm. */
-__global__ static void ob__k_muon_prep(__nv_bfloat16 *ws, float *row_ss, float *buf, const float *grads, const ob__cu_muon_row *rows, float mom) {
-    ob__cu_muon_row r = rows[blockIdx.x];
+/* Muon, one warp per row (OB__MUON_WARPS rows per block, no block barriers): the rows are short (1,024
+ * or 4,096 columns) and there are tens of thousands of them; a 256-thread block per row spent its time
+ * in barriers and round trips (0.95 ms for the momentum pass of the 117M model on the H100). Each lane
+ * walks columns lane, lane + 32, ... in chunks of OB__MUON_CHUNK per lane, loads ahead of their use. */
+#define OB__MUON_WARPS 8
+#define OB__MUON_CHUNK 8
+static int ob__muon_blocks(int n_rows) { return (n_rows + OB__MUON_WARPS - 1) / OB__MUON_WARPS; }
+/* momentum, Nesterov, the row to unit RMS in fp32, then bf16 into the workspace, and that row's sum
+ * of squares (of the bf16 values) for the Frobenius norm */
+__global__ static void __launch_bounds__(32 * OB__MUON_WARPS) ob__k_muon_prep(__nv_bfloat16 *ws, float *row_ss, float *buf, const float *grads,
+                                                                             const ob__cu_muon_row *rows, int n_rows, float mom) {
+    const int lane = threadIdx.x & 31, ri = blockIdx.x * OB__MUON_WARPS + (threadIdx.x >> 5);
+    if (ri >= n_rows) return;
+    const ob__cu_muon_row r = rows[ri];
     float *b = buf + r.p_off;
     const float *g = grads + r.p_off;
     float ss = 0.0f;
-    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
-        float bj = mom * b[j] + g[j];
-        b[j] = bj;
-        float u = g[j] + mom * bj;
-        ss += u * u;
+    for (int j0 = lane; j0 < r.cols; j0 += 32 * OB__MUON_CHUNK) {
+        float gv[OB__MUON_CHUNK], bv[OB__MUON_CHUNK];
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            gv[k] = j < r.cols ? g[j] : 0.0f;
+            bv[k] = j < r.cols ? b[j] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            if (j >= r.cols) break;
+            const float bj = mom * bv[k] + gv[k], u = gv[k] + mom * bj;
+            b[j] = bj;
+            ss += u * u;
+        }
     }
-    ss = ob__block_sum(ss);
-    float rs = 1.0f / sqrtf(ss / r.cols + 1.1920928955078125e-07f), ss2 = 0.0f;
-    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
-        float u = (g[j] + mom * b[j]) * rs;
-        __nv_bfloat16 ub = __float2bfloat16(u);
-        ws[r.ws_off + j] = ub;
-        float uf = __bfloat162float(ub);
-        ss2 += uf * uf;
+    ss = ob__warp_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / r.cols + 1.1920928955078125e-07f);
+    float ss2 = 0.0f;
+    for (int j0 = lane; j0 < r.cols; j0 += 32 * OB__MUON_CHUNK) {
+        float gv[OB__MUON_CHUNK], bv[OB__MUON_CHUNK];
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            gv[k] = j < r.cols ? g[j] : 0.0f;
+            bv[k] = j < r.cols ? b[j] : 0.0f; /* this lane's own stores above */
+        }
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            if (j >= r.cols) break;
+            const __nv_bfloat16 ub = __float2bfloat16((gv[k] + mom * bv[k]) * rs);
+            ws[r.ws_off + j] = ub;
+            const float uf = __bfloat162float(ub);
+            ss2 += uf * uf;
+        }
     }
-    ss2 = ob__block_sum(ss2);
-    if (threadIdx.x == 0) row_ss[blockIdx.x] = ss2;
+    ss2 = ob__warp_sum(ss2);
+    if (lane == 0) row_ss[ri] = ss2;
 }
-/* Per matrix: 1 / (|X|_F + 1e-7) from its rows' sums, in row order. */
-__global__ static void ob__k_muon_frob(float *scale, const float *row_ss, const int *mat_row0, int n_mats) {
-    int m = blockIdx.x * blockDim.x + threadIdx.x;
-    if (m >= n_mats) return;
+/* Per matrix (one block each): 1 / (|X|_F + 1e-7) from its rows' sums, in double, in a fixed order. */
+#define OB__FROB_THREADS 256
+__global__ static void __launch_bounds__(OB__FROB_THREADS) ob__k_muon_frob(float *scale, const float *row_ss, const int *mat_row0) {
+    __shared__ double part[OB__FROB_THREADS / 32];
+    const int m = blockIdx.x;
     double t = 0.0;
-    for (int r = mat_row0[m]; r < mat_row0[m + 1]; r++) t += row_ss[r];
-    scale[m] = 1.0f / ((float)sqrt(t) + 1e-7f);
+    for (int r = mat_row0[m] + threadIdx.x; r < mat_row0[m + 1]; r += OB__FROB_THREADS) t += row_ss[r];
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = t;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (int w = 0; w < OB__FROB_THREADS / 32; w++) s += part[w];
+        scale[m] = 1.0f / ((float)sqrt(s) + 1e-7f);
+    }
 }
-__global__ static void ob__k_muon_normalize(__nv_bfloat16 *ws, const float *scale, const ob__cu_muon_row *rows) {
-    ob__cu_muon_row r = rows[blockIdx.x];
-    float s = scale[r.mat];
-    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) ws[r.ws_off + j] = __float2bfloat16(__bfloat162float(ws[r.ws_off + j]) * s);
+__global__ static void __launch_bounds__(32 * OB__MUON_WARPS) ob__k_muon_normalize(__nv_bfloat16 *ws, const float *scale, const ob__cu_muon_row *rows,
+                                                                                  int n_rows) {
+    const int lane = threadIdx.x & 31, ri = blockIdx.x * OB__MUON_WARPS + (threadIdx.x >> 5);
+    if (ri >= n_rows) return;
+    const ob__cu_muon_row r = rows[ri];
+    const float s = scale[r.mat];
+    __nv_bfloat16 *w = ws + r.ws_off;
+    for (int j0 = lane; j0 < r.cols; j0 += 32 * OB__MUON_CHUNK) {
+        __nv_bfloat16 v[OB__MUON_CHUNK];
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) v[k] = j0 + 32 * k < r.cols ? w[j0 + 32 * k] : __float2bfloat16(0.0f);
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++)
+            if (j0 + 32 * k < r.cols) w[j0 + 32 * k] = __float2bfloat16(__bfloat162float(v[k]) * s);
+    }
 }
 /* The update: (NorMuon: the row to unit RMS), sqrt(max(1, rows / cols)), bf16, then decoupled decay
  * and p -= lr u. */
-__global__ static void ob__k_muon_apply(float *params, const __nv_bfloat16 *ws, const ob__cu_muon_row *rows, const float *mat_aspect,
-                                       float lr, float wd, int normuon, int bf16_update) {
-    ob__cu_muon_row r = rows[blockIdx.x];
+__global__ static void __launch_bounds__(32 * OB__MUON_WARPS) ob__k_muon_apply(float *params, const __nv_bfloat16 *ws, const ob__cu_muon_row *rows,
+                                                                              int n_rows, const float *mat_aspect, float lr, float wd, int normuon,
+                                                                              int bf16_update) {
+    const int lane = threadIdx.x & 31, ri = blockIdx.x * OB__MUON_WARPS + (threadIdx.x >> 5);
+    if (ri >= n_rows) return;
+    const ob__cu_muon_row r = rows[ri];
+    const __nv_bfloat16 *u_row = ws + r.ws_off;
     float rs = 1.0f;
     if (normuon) {
         float ss = 0.0f;
-        for (int j = threadIdx.x; j < r.cols; j += blockDim.x) { float u = __bfloat162float(ws[r.ws_off + j]); ss += u * u; }
-        ss = ob__block_sum(ss);
+        for (int j = lane; j < r.cols; j += 32) { const float u = __bfloat162float(u_row[j]); ss += u * u; }
+        ss = ob__warp_sum(ss);
         rs = 1.0f / sqrtf(ss / r.cols + 1.1920928955078125e-07f);
     }
-    float sc = mat_aspect[r.mat];
+    const float sc = mat_aspect[r.mat];
     float *p = params + r.p_off;
-    for (int j = threadIdx.x; j < r.cols; j += blockDim.x) {
-        float u = __bfloat162float(ws[r.ws_off + j]) * rs * sc;
-        if (bf16_update) u = __bfloat162float(__float2bfloat16(u));
-        float v = p[j];
-        if (wd > 0.0f) v *= 1.0f - lr * wd;
-        p[j] = v - lr * u;
+    for (int j0 = lane; j0 < r.cols; j0 += 32 * OB__MUON_CHUNK) {
+        float pv[OB__MUON_CHUNK], uv[OB__MUON_CHUNK];
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            pv[k] = j < r.cols ? p[j] : 0.0f;
+            uv[k] = j < r.cols ? __bfloat162float(u_row[j]) : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < OB__MUON_CHUNK; k++) {
+            const int j = j0 + 32 * k;
+            if (j >= r.cols) break;
+            float u = uv[k] * rs * sc;
+            if (bf16_update) u = __bfloat162float(__float2bfloat16(u));
+            float v = pv[k];
+            if (wd > 0.0f) v *= 1.0f - lr * wd;
+            p[j] = v - lr * u;
+        }
     }
 }
 __global__ static void ob__k_ema(float *ema, const float *p, float d, size_t n) {
@@ -5448,11 +5513,11 @@ OB_DEF int ob_cuda_optimizer_step(ob_cuda_optimizer *o, float lr_scale, float mo
     float lr = c->matrix_lr * lr_scale;
     if (o->n_rows) {
         const ob__cu_muon_row *rows = (const ob__cu_muon_row *)o->rows_tab;
-        ob__k_muon_prep<<<o->n_rows, 256, 0, g->stream>>>(o->ns_x, o->row_ss, o->momentum, g->grads, rows, momentum);
+        ob__k_muon_prep<<<ob__muon_blocks(o->n_rows), 32 * OB__MUON_WARPS, 0, g->stream>>>(o->ns_x, o->row_ss, o->momentum, g->grads, rows, o->n_rows, momentum);
         OB_CUDA_LAUNCHED();
-        ob__k_muon_frob<<<(o->n_mats + 127) / 128, 128, 0, g->stream>>>(o->mat_scale, o->row_ss, o->mat_row0, o->n_mats);
+        ob__k_muon_frob<<<o->n_mats, OB__FROB_THREADS, 0, g->stream>>>(o->mat_scale, o->row_ss, o->mat_row0);
         OB_CUDA_LAUNCHED();
-        ob__k_muon_normalize<<<o->n_rows, 256, 0, g->stream>>>(o->ns_x, o->mat_scale, rows);
+        ob__k_muon_normalize<<<ob__muon_blocks(o->n_rows), 32 * OB__MUON_WARPS, 0, g->stream>>>(o->ns_x, o->mat_scale, rows, o->n_rows);
         OB_CUDA_LAUNCHED();
         /* every group ends in the same buffer: X and Y swap once per Newton-Schulz step */
         __nv_bfloat16 *result = c->muon_backend_steps > 0 && c->muon_backend_steps % 2 ? o->ns_y : o->ns_x;
@@ -5461,7 +5526,7 @@ OB_DEF int ob_cuda_optimizer_step(ob_cuda_optimizer *o, float lr_scale, float mo
             OB_TRY(ob__cu_newton_schulz(o, &o->groups[k], &xo));
         }
         if (o->dist) OB_TRY(ob__cu_muon_share(o, result)); /* each rank's updates from it, to every rank */
-        ob__k_muon_apply<<<o->n_rows, 256, 0, g->stream>>>(g->params, result, rows, o->mat_scale + o->n_mats + 1, lr, c->muon_wd, c->normuon,
+        ob__k_muon_apply<<<ob__muon_blocks(o->n_rows), 32 * OB__MUON_WARPS, 0, g->stream>>>(g->params, result, rows, o->n_rows, o->mat_scale + o->n_mats + 1, lr, c->muon_wd, c->normuon,
                                                             c->bf16_update);
         OB_CUDA_LAUNCHED();
     }
